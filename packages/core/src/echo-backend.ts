@@ -1,0 +1,134 @@
+import { z } from 'zod';
+import { defineBackend, type Backend, type GenerateInput, type GenerateOutput } from './adapters.js';
+import { LlmqError } from './errors.js';
+import type { GenerationRequest } from './schemas.js';
+
+export const echoConfigSchema = z.strictObject({
+  /**
+   * Wait before the first token.
+   * @defaultValue 0
+   */
+  delay_ms: z.int().min(0).max(3_600_000).default(0),
+  /**
+   * Token rate; 0 emits every token at once.
+   * @defaultValue 0
+   */
+  tokens_per_second: z.number().min(0).max(1_000_000).default(0),
+});
+export type EchoConfig = z.infer<typeof echoConfigSchema>;
+
+/** Whitespace-separated words of the text the echo backend answers. */
+function words(text: string): string[] {
+  return text.split(/\s+/).filter((w) => w.length > 0);
+}
+
+function promptText(request: GenerationRequest): string {
+  if (request.prompt !== undefined) return request.prompt;
+  const messages = request.messages ?? [];
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m = messages[i];
+    if (m && m.role === 'user') return m.content;
+  }
+  return messages.at(-1)?.content ?? '';
+}
+
+function promptTokenCount(request: GenerationRequest): number {
+  if (request.prompt !== undefined) return words(request.prompt).length;
+  return (request.messages ?? []).reduce((n, m) => n + words(m.content).length, 0);
+}
+
+function abortError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new LlmqError('ERR_JOB_CANCELLED', 'aborted');
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(abortError(signal));
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortError(signal));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * The answer echo gives: the prompt's words, cycled to `max_tokens` when it is set, else once.
+ * Deterministic, so tests and benchmarks can predict it.
+ */
+export function echoPlan(request: GenerationRequest): { tokens: string[]; finish: 'stop' | 'length' } {
+  const source = words(promptText(request));
+  const base = source.length > 0 ? source : ['echo'];
+  const limit = request.max_tokens;
+  const count = limit === undefined ? base.length : limit;
+  const tokens: string[] = [];
+  for (let i = 0; i < count; i++) tokens.push((i === 0 ? '' : ' ') + base[i % base.length]);
+  return { tokens, finish: limit === undefined ? 'stop' : 'length' };
+}
+
+export class EchoBackend implements Backend {
+  readonly name: string;
+  private readonly config: EchoConfig;
+
+  constructor(name: string, config: EchoConfig) {
+    this.name = name;
+    this.config = config;
+  }
+
+  async check(): Promise<void> {}
+  async close(): Promise<void> {}
+
+  async generate(input: GenerateInput): Promise<GenerateOutput> {
+    const { signal } = input;
+    const { tokens, finish } = echoPlan(input.request);
+    const stops = input.request.stop === undefined ? [] : Array.isArray(input.request.stop) ? input.request.stop : [input.request.stop];
+    if (this.config.delay_ms > 0) await sleep(this.config.delay_ms, signal);
+    else if (signal.aborted) throw abortError(signal);
+    const interval = this.config.tokens_per_second > 0 ? 1000 / this.config.tokens_per_second : 0;
+    const started = performance.now();
+    let text = '';
+    let produced = 0;
+    for (const token of tokens) {
+      if (interval > 0) {
+        const due = started + produced * interval - performance.now();
+        if (due > 0) await sleep(due, signal);
+      }
+      if (signal.aborted) throw abortError(signal);
+      const next = text + token;
+      const hit = stops.map((s) => next.indexOf(s)).filter((i) => i >= 0);
+      if (hit.length > 0) {
+        const cut = next.slice(0, Math.min(...hit));
+        if (cut.length > text.length) input.onToken(cut.slice(text.length));
+        return { text: cut, finish_reason: 'stop', usage: { prompt_tokens: promptTokenCount(input.request), completion_tokens: produced } };
+      }
+      text = next;
+      produced++;
+      input.onToken(token);
+    }
+    return {
+      text,
+      finish_reason: finish,
+      usage: { prompt_tokens: promptTokenCount(input.request), completion_tokens: produced },
+    };
+  }
+}
+
+/** Built-in backend that answers with the prompt's words; for trying llmq, tests and benchmarks. */
+export const echoBackend = defineBackend<EchoConfig>({
+  kind: 'backend',
+  type: 'echo',
+  configSchema: echoConfigSchema,
+  capabilities: {
+    params: ['max_tokens', 'stop', 'temperature', 'top_p', 'top_k', 'seed'],
+    chat: true,
+    completion: true,
+  },
+  create({ name, config }) {
+    return new EchoBackend(name, config);
+  },
+});

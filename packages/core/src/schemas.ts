@@ -1,0 +1,172 @@
+import { z } from 'zod';
+
+/** A chat message. `content` is plain text. */
+export const messageSchema = z.strictObject({
+  role: z.enum(['system', 'user', 'assistant']),
+  content: z.string().max(1_000_000),
+});
+export type Message = z.infer<typeof messageSchema>;
+
+export const responseFormatSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('text') }),
+  z.strictObject({ type: z.literal('json_object') }),
+  z.strictObject({
+    type: z.literal('json_schema'),
+    json_schema: z.strictObject({
+      name: z.string().max(128).optional(),
+      description: z.string().optional(),
+      schema: z.record(z.string(), z.unknown()),
+      strict: z.boolean().optional(),
+    }),
+  }),
+]);
+export type ResponseFormat = z.infer<typeof responseFormatSchema>;
+
+const stopSchema = z.union([
+  z.string().min(1).max(500),
+  z.array(z.string().min(1).max(500)).max(16),
+]);
+
+/**
+ * Generation parameters shared by every front door. Backends declare which of them they honour;
+ * the gateway rejects a job that sets one its model's backend does not support.
+ */
+export const generationParamsShape = {
+  max_tokens: z.int().min(1).max(1_000_000).optional(),
+  min_tokens: z.int().min(0).max(1_000_000).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+  top_p: z.number().gt(0).max(1).optional(),
+  top_k: z.int().min(0).max(100_000).optional(),
+  min_p: z.number().min(0).max(1).optional(),
+  seed: z.int().min(0).max(2 ** 32 - 1).optional(),
+  stop: stopSchema.optional(),
+  repeat_penalty: z.number().min(0).max(10).optional(),
+  presence_penalty: z.number().min(-2).max(2).optional(),
+  frequency_penalty: z.number().min(-2).max(2).optional(),
+  response_format: responseFormatSchema.optional(),
+};
+
+/** Names of the generation parameters, for capability checks. */
+export const GENERATION_PARAMS = Object.keys(generationParamsShape) as (keyof typeof generationParamsShape)[];
+export type GenerationParam = (typeof GENERATION_PARAMS)[number];
+
+/**
+ * Lowest BullMQ priority number is served first; llmq exposes 1 (most urgent) … 1,000,000.
+ */
+export const MAX_PRIORITY = 1_000_000;
+
+/** The body of `POST /v1/jobs` (and each item of a batch). */
+export const jobRequestSchema = z
+  .strictObject({
+    model: z.string().min(1).max(200),
+    prompt: z.string().max(4_000_000).optional(),
+    messages: z.array(messageSchema).min(1).max(10_000).optional(),
+    /** A named prompt template from `config/templates/` (backends that render prompts themselves). */
+    template: z.string().min(1).max(200).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-" only').optional(),
+    ...generationParamsShape,
+    priority: z.int().min(1).max(MAX_PRIORITY).optional(),
+    timeout_ms: z.int().min(1).max(86_400_000).optional(),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+    idempotency_key: z.string().min(1).max(255).optional(),
+  })
+  .superRefine((value, ctx) => {
+    if (value.prompt === undefined && value.messages === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['prompt'], message: 'either "prompt" or "messages" is required' });
+    } else if (value.prompt !== undefined && value.messages !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['messages'], message: 'give "prompt" or "messages", not both' });
+    }
+    if (value.min_tokens !== undefined && value.max_tokens !== undefined && value.min_tokens > value.max_tokens) {
+      ctx.addIssue({ code: 'custom', path: ['min_tokens'], message: 'must not exceed max_tokens' });
+    }
+  });
+
+export type JobRequest = z.infer<typeof jobRequestSchema>;
+
+/** What a backend is asked to run: the request less its queueing fields. */
+export type GenerationRequest = Omit<JobRequest, 'priority' | 'idempotency_key' | 'metadata'> & {
+  metadata?: Record<string, unknown> | undefined;
+};
+
+export const finishReasonSchema = z.enum(['stop', 'length', 'cancelled', 'error']);
+export type FinishReason = z.infer<typeof finishReasonSchema>;
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** Where a job came from, so sinks can write back and DLQ entries can be traced. */
+export interface SourceRef {
+  /** Adapter type, e.g. `http`, `mongodb`, `pulsar`. */
+  type: string;
+  /** Adapter instance name from config (absent for HTTP). */
+  name?: string | undefined;
+  /** Source-specific reference (document id, message id, …). */
+  ref?: Record<string, unknown> | undefined;
+}
+
+export interface JobTimings {
+  created_at: number;
+  started_at?: number | undefined;
+  first_token_at?: number | undefined;
+  completed_at?: number | undefined;
+}
+
+/** The result of a completed job, as stored on the job and returned by the API. */
+export interface JobResult {
+  text: string;
+  finish_reason: FinishReason;
+  usage: Usage;
+  /** Model that produced the result (differs from the request's model after a fallback). */
+  model: string;
+  started_at: number;
+  first_token_at?: number | undefined;
+  completed_at: number;
+  worker?: string | undefined;
+}
+
+/** What llmq keeps in BullMQ's `job.data`. */
+export interface JobData {
+  request: GenerationRequest;
+  /** sha256 of the canonical request body, for idempotency checks. */
+  hash: string;
+  created_at: number;
+  source?: SourceRef | undefined;
+  /** Id of the API key that enqueued it (never the key itself). */
+  key_id?: string | undefined;
+  /** Generated result kept before sink writes, so a failed sink write does not regenerate. */
+  result?: JobResult | undefined;
+  /** Names of sinks that already committed this result. */
+  sinks_done?: string[] | undefined;
+}
+
+export const JOB_STATUSES = ['queued', 'active', 'completed', 'failed', 'cancelled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+
+/** The job as `GET /v1/jobs/:id` returns it. */
+export interface JobView {
+  id: string;
+  object: 'job';
+  model: string;
+  status: JobStatus;
+  result: Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'> | null;
+  error: { message: string; code: string } | null;
+  attempts: number;
+  max_attempts: number;
+  priority: number | null;
+  source: SourceRef | null;
+  metadata: Record<string, unknown> | null;
+  created_at: number;
+  started_at: number | null;
+  first_token_at: number | null;
+  completed_at: number | null;
+}
+
+/** Events streamed from workers to `GET /v1/jobs/:id/events`. */
+export type JobEvent =
+  | { type: 'status'; status: JobStatus; attempt?: number; worker?: string; at: number }
+  | { type: 'token'; text: string; index: number }
+  | { type: 'completed'; result: JobResult }
+  | { type: 'failed'; error: { message: string; code: string }; attempt: number; will_retry: boolean }
+  | { type: 'cancelled'; at: number };

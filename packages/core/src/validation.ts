@@ -1,0 +1,64 @@
+import type { z } from 'zod';
+import { LlmqError } from './errors.js';
+import type { BackendCapabilities } from './adapters.js';
+import { GENERATION_PARAMS, jobRequestSchema, type JobRequest } from './schemas.js';
+
+/** `a.b[2].c` from a zod path. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out;
+}
+
+/** The first zod issue as an LlmqError whose `param` names the field and whose message says what to fix. */
+export function zodToLlmqError(error: z.ZodError, prefix = ''): LlmqError {
+  const issue = error.issues[0];
+  if (!issue) return new LlmqError('ERR_REQUEST_INVALID', 'invalid request');
+  const base = formatPath(issue.path as PropertyKey[]);
+  const join = (p: string) => (prefix && p ? `${prefix}.${p}` : prefix || p);
+  if (issue.code === 'unrecognized_keys') {
+    const key = issue.keys[0] ?? '';
+    const param = join(base ? `${base}.${key}` : key);
+    return new LlmqError('ERR_REQUEST_INVALID', `unknown field "${param}"`, { param });
+  }
+  const param = join(base);
+  const message = param ? `${param}: ${issue.message}` : issue.message;
+  return new LlmqError('ERR_REQUEST_INVALID', message, { param: param || undefined });
+}
+
+/** Parses a job request body; throws an ERR_REQUEST_INVALID naming the bad field. */
+export function parseJobRequest(body: unknown, prefix = ''): JobRequest {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new LlmqError('ERR_REQUEST_INVALID', 'the body must be a JSON object', { param: prefix || undefined });
+  }
+  const parsed = jobRequestSchema.safeParse(body);
+  if (!parsed.success) throw zodToLlmqError(parsed.error, prefix);
+  return parsed.data;
+}
+
+/** Rejects parameters or prompt forms the model's backend cannot honour. */
+export function checkCapabilities(request: JobRequest, caps: BackendCapabilities, backendType: string, prefix = ''): void {
+  const p = (name: string) => (prefix ? `${prefix}.${name}` : name);
+  if (request.messages !== undefined && !caps.chat) {
+    throw new LlmqError('ERR_REQUEST_UNSUPPORTED_PARAM', `${p('messages')}: the ${backendType} backend of model "${request.model}" takes "prompt", not "messages"`, { param: p('messages') });
+  }
+  if (request.prompt !== undefined && !caps.completion) {
+    throw new LlmqError('ERR_REQUEST_UNSUPPORTED_PARAM', `${p('prompt')}: the ${backendType} backend of model "${request.model}" takes "messages", not "prompt"`, { param: p('prompt') });
+  }
+  if (request.template !== undefined && !caps.templates) {
+    throw new LlmqError('ERR_REQUEST_UNSUPPORTED_PARAM', `${p('template')}: the ${backendType} backend of model "${request.model}" does not take named templates`, { param: p('template') });
+  }
+  const allowed = new Set<string>(caps.params);
+  for (const name of GENERATION_PARAMS) {
+    if (request[name] !== undefined && !allowed.has(name)) {
+      throw new LlmqError(
+        'ERR_REQUEST_UNSUPPORTED_PARAM',
+        `${p(name)}: not supported by the ${backendType} backend of model "${request.model}" (supported: ${[...allowed].join(', ')})`,
+        { param: p(name) },
+      );
+    }
+  }
+}

@@ -1,1 +1,1 @@
-export {};
+export { runDev } from './dev.js';

@@ -1,1 +1,3 @@
-export {};
+export * from './app.js';
+export * from './serve.js';
+export * from './auth.js';

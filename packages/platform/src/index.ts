@@ -1,1 +1,2 @@
-export {};
+export * from './platform.js';
+export * from './builtins.js';

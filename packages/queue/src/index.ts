@@ -1,1 +1,9 @@
-export {};
+export * from './keys.js';
+export * from './connection.js';
+export * from './logger.js';
+export * from './events.js';
+export * from './metrics.js';
+export * from './producer.js';
+export * from './cancel.js';
+export * from './worker.js';
+export * from './source-kv.js';

@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+import { collectDefaultMetrics } from 'prom-client';
+import { loadConfig } from '@llmq/config';
+import { createPlatform } from '@llmq/platform';
+import { createLogger } from '@llmq/queue';
+import { serveGateway } from './serve.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger({ level: config.log_level, name: 'llmq-gateway' });
+  const platform = await createPlatform(config);
+  collectDefaultMetrics({ prefix: 'llmq_gateway_process_' });
+  const served = await serveGateway({ platform, logger });
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'gateway shutting down');
+    setTimeout(() => process.exit(1), 10_000).unref();
+    void served.close().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error(`llmq gateway: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,101 @@
+import type { Request, Response } from 'express';
+import type { JobEvent, JobView } from '@llmq/core';
+import type { EventHub, Producer } from '@llmq/queue';
+
+const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+
+function send(res: Response, event: string, data: unknown): void {
+  res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+}
+
+function finalFromView(res: Response, view: JobView): void {
+  if (view.status === 'completed') send(res, 'completed', { id: view.id, status: 'completed', result: view.result, completed_at: view.completed_at });
+  else if (view.status === 'cancelled') send(res, 'cancelled', { id: view.id, status: 'cancelled' });
+  else send(res, 'failed', { id: view.id, status: 'failed', error: view.error });
+}
+
+/**
+ * `GET /v1/jobs/:id/events`: the job's current state first, then live status changes and tokens
+ * from whichever worker runs it, then one final event (`completed`, `failed` or `cancelled`).
+ */
+export async function streamJobEvents(req: Request, res: Response, id: string, producer: Producer, hub: EventHub): Promise<void> {
+  const queued: JobEvent[] = [];
+  let live: ((e: JobEvent) => void) | undefined;
+  // Subscribe before reading the state, so nothing between the two is missed.
+  const unsubscribe = await hub.subscribe(id, (e) => (live ? live(e) : queued.push(e)));
+  let view: JobView | null;
+  try {
+    view = await producer.getJob(id);
+  } catch (err) {
+    unsubscribe();
+    throw err;
+  }
+  if (!view) {
+    unsubscribe();
+    const { LlmqError } = await import('@llmq/core');
+    throw new LlmqError('ERR_JOB_NOT_FOUND', `job "${id}" not found`, { param: 'id' });
+  }
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  res.flushHeaders();
+  send(res, 'status', { id, status: view.status, attempts: view.attempts });
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    clearInterval(heartbeat);
+    clearInterval(poll);
+    unsubscribe();
+    res.end();
+  };
+  const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+  // Safety net: if an event was lost (Redis blip), the job's state still ends the stream.
+  const poll = setInterval(() => {
+    producer.getJob(id).then(
+      (v) => {
+        if (!ended && v && TERMINAL.has(v.status)) {
+          finalFromView(res, v);
+          end();
+        }
+      },
+      () => undefined,
+    );
+  }, 5_000);
+  req.on('close', end);
+  if (TERMINAL.has(view.status)) {
+    finalFromView(res, view);
+    end();
+    return;
+  }
+  live = (e) => {
+    if (ended) return;
+    switch (e.type) {
+      case 'token':
+        send(res, 'token', { text: e.text, index: e.index });
+        break;
+      case 'status':
+        send(res, 'status', { id, status: e.status, attempt: e.attempt });
+        break;
+      case 'completed':
+        send(res, 'completed', { id, status: 'completed', result: e.result, completed_at: e.result.completed_at });
+        end();
+        break;
+      case 'cancelled':
+        send(res, 'cancelled', { id, status: 'cancelled' });
+        end();
+        break;
+      case 'failed':
+        if (e.will_retry) send(res, 'status', { id, status: 'queued', attempt: e.attempt, error: e.error, will_retry: true });
+        else {
+          send(res, 'failed', { id, status: 'failed', error: e.error });
+          end();
+        }
+        break;
+    }
+  };
+  for (const e of queued.splice(0)) live(e);
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+import { collectDefaultMetrics } from 'prom-client';
+import { loadConfig } from '@llmq/config';
+import { createPlatform } from '@llmq/platform';
+import { createLogger } from '@llmq/queue';
+import { startMetricsServer } from './metrics-server.js';
+import { startWorker } from './run.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger({ level: config.log_level, name: 'llmq-worker' });
+  const platform = await createPlatform(config);
+  collectDefaultMetrics({ prefix: 'llmq_worker_process_' });
+  const handle = await startWorker({ platform, logger });
+  const metricsServer = config.worker.metrics_port > 0 ? await startMetricsServer(config.worker.metrics_port) : undefined;
+  logger.info({ models: handle.workers.map((w) => w.name), metrics_port: config.worker.metrics_port || null }, 'worker ready');
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const grace = config.worker.shutdown_grace_ms;
+    logger.info({ signal, grace_ms: grace }, 'shutting down: no new jobs, letting in-flight jobs finish');
+    // Our own deadline: exit even if Redis is unreachable and close() cannot complete.
+    setTimeout(() => {
+      logger.error('shutdown deadline passed; exiting');
+      process.exit(1);
+    }, grace + 5_000).unref();
+    void handle
+      .close(grace)
+      .then(() => metricsServer?.close())
+      .then(() => {
+        logger.info('worker stopped');
+        process.exit(0);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error(`llmq worker: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,0 +1,7 @@
+import { echoBackend, type AdapterDefinition } from '@llmq/core';
+
+/**
+ * Every adapter shipped with llmq. Definition modules are light: heavy drivers
+ * (node-llama-cpp, mongodb, pulsar-client) load only when an instance is created.
+ */
+export const BUILTIN_DEFINITIONS: readonly AdapterDefinition[] = [echoBackend];

@@ -1,0 +1,120 @@
+import {
+  LlmqError,
+  checkCapabilities,
+  createRegistry,
+  formatPath,
+  loadPlugins,
+  resolveCapabilities,
+  type AdapterContext,
+  type AdapterDefinition,
+  type Backend,
+  type BackendCapabilities,
+  type BackendDefinition,
+  type JobRequest,
+  type Logger,
+  type Registry,
+  type SinkDefinition,
+  type SourceDefinition,
+} from '@llmq/core';
+import type { AdapterInstanceConfig, ModelConfig, ResolvedConfig } from '@llmq/config';
+import type { SinkBinding } from '@llmq/queue';
+import { BUILTIN_DEFINITIONS } from './builtins.js';
+
+export interface ResolvedModel {
+  config: ModelConfig;
+  definition: BackendDefinition<unknown>;
+  /** Backend options after the backend's schema applied its defaults. */
+  options: unknown;
+  capabilities: BackendCapabilities;
+}
+
+export interface ResolvedAdapter<D> {
+  config: AdapterInstanceConfig;
+  definition: D;
+  options: unknown;
+}
+
+export interface Platform {
+  config: ResolvedConfig;
+  registry: Registry;
+  models: Map<string, ResolvedModel>;
+  sources: ResolvedAdapter<SourceDefinition<unknown>>[];
+  sinks: ResolvedAdapter<SinkDefinition<unknown>>[];
+}
+
+function parseOptions(def: AdapterDefinition, options: unknown, where: string, source: string): unknown {
+  const parsed = def.configSchema.safeParse(options);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  let key = formatPath(issue.path as PropertyKey[]);
+  let message = issue.message;
+  if (issue.code === 'unrecognized_keys') {
+    key = key ? `${key}.${issue.keys[0]}` : String(issue.keys[0]);
+    message = 'unknown key';
+  }
+  const path = key ? `${where}.${key}` : where;
+  throw new LlmqError('ERR_CONFIG_INVALID', `${source}: ${path}: ${message} (${def.kind} "${def.type}")`, { param: path });
+}
+
+/**
+ * Registers built-ins and plugins, then validates every model, source and sink in config
+ * against its adapter's schema. Fails start-up with a message naming the config line.
+ */
+export async function createPlatform(config: ResolvedConfig, options: { builtins?: readonly AdapterDefinition[] } = {}): Promise<Platform> {
+  const registry = createRegistry(options.builtins ?? BUILTIN_DEFINITIONS);
+  await loadPlugins(
+    registry,
+    config.plugins.map((module, i) => ({ module, configPath: `plugins[${i}]` })),
+    config.config_dir,
+  );
+  const file = config.config_path ?? 'config';
+  const models = new Map<string, ResolvedModel>();
+  config.models.forEach((model, i) => {
+    const definition = registry.get('backend', model.backend, `${file}: models[${i}].backend`);
+    const parsed = parseOptions(definition, model.options, `models[${i}].options`, file);
+    models.set(model.name, { config: model, definition, options: parsed, capabilities: resolveCapabilities(definition, parsed) });
+  });
+  const sources = config.sources.map((entry, i) => {
+    const definition = registry.get('source', entry.type, `${file}: sources[${i}].type`);
+    return { config: entry, definition, options: parseOptions(definition, entry.options, `sources[${i}].options`, file) };
+  });
+  const sinks = config.sinks.map((entry, i) => {
+    const definition = registry.get('sink', entry.type, `${file}: sinks[${i}].type`);
+    entry.models?.forEach((m, j) => {
+      if (!models.has(m)) throw new LlmqError('ERR_CONFIG_INVALID', `${file}: sinks[${i}].models[${j}]: unknown model "${m}"`);
+    });
+    return { config: entry, definition, options: parseOptions(definition, entry.options, `sinks[${i}].options`, file) };
+  });
+  return { config, registry, models, sources, sinks };
+}
+
+/** Throws a 4xx LlmqError when the request's model is unknown or uses something its backend cannot do. */
+export function validateForModel(platform: Platform, request: JobRequest, prefix = ''): ResolvedModel {
+  const model = platform.models.get(request.model);
+  if (!model) {
+    const param = prefix ? `${prefix}.model` : 'model';
+    throw new LlmqError('ERR_MODEL_NOT_FOUND', `model "${request.model}" does not exist (available: ${[...platform.models.keys()].join(', ') || 'none'})`, { param });
+  }
+  const effective = { ...model.config.defaults, ...request } as JobRequest;
+  checkCapabilities(effective, model.capabilities, model.definition.type, prefix);
+  return model;
+}
+
+export function adapterContext(platform: Platform, logger: Logger, signal: AbortSignal, env: Readonly<Record<string, string | undefined>> = process.env): AdapterContext {
+  return { logger, signal, configDir: platform.config.config_dir, env };
+}
+
+export async function createBackend(platform: Platform, modelName: string, ctx: AdapterContext): Promise<Backend> {
+  const model = platform.models.get(modelName);
+  if (!model) throw new LlmqError('ERR_MODEL_NOT_FOUND', `model "${modelName}" is not declared in config`);
+  return model.definition.create({ name: modelName, config: model.options, concurrency: model.config.concurrency }, { ...ctx, logger: ctx.logger.child({ model: modelName, backend: model.definition.type }) });
+}
+
+export async function createSinks(platform: Platform, ctx: AdapterContext): Promise<SinkBinding[]> {
+  const out: SinkBinding[] = [];
+  for (const s of platform.sinks) {
+    const sink = await s.definition.create({ name: s.config.name, config: s.options }, { ...ctx, logger: ctx.logger.child({ sink: s.config.name }) });
+    out.push({ sink, models: s.config.models, sources: s.config.sources });
+  }
+  return out;
+}

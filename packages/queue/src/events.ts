@@ -1,0 +1,116 @@
+import type { Redis } from 'ioredis';
+import type { JobEvent, Logger } from '@llmq/core';
+import type { Keys } from './keys.js';
+
+/**
+ * Publishes job events (status, tokens, results) on a Redis channel per job. Publishing is
+ * batched per event-loop turn in one pipeline, and consecutive tokens of one job are merged,
+ * so a fast backend costs one round trip per turn rather than one per token.
+ * Pub/sub keeps nothing in Redis: a client that connects late gets the job's state from
+ * GET /v1/jobs/:id (the SSE endpoint sends it first) and the live events from then on.
+ */
+export class EventPublisher {
+  private batch: { channel: string; jobId: string; event: JobEvent }[] = [];
+  private lastTokenIndex = new Map<string, number>();
+  private scheduled = false;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly logger: Logger,
+  ) {}
+
+  publish(jobId: string, event: JobEvent): void {
+    if (event.type === 'token') {
+      const at = this.lastTokenIndex.get(jobId);
+      const last = at === undefined ? undefined : this.batch[at];
+      if (last && last.event.type === 'token' && at === this.lastIndexOf(jobId)) {
+        last.event = { ...last.event, text: last.event.text + event.text };
+        return;
+      }
+      this.lastTokenIndex.set(jobId, this.batch.length);
+    }
+    this.batch.push({ channel: this.keys.events(jobId), jobId, event });
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => void this.flush());
+    }
+  }
+
+  private lastIndexOf(jobId: string): number {
+    for (let i = this.batch.length - 1; i >= 0; i--) if (this.batch[i]!.jobId === jobId) return i;
+    return -1;
+  }
+
+  /** Sends everything pending; resolves when Redis has it (or it was dropped on error). */
+  flush(): Promise<void> {
+    this.scheduled = false;
+    const batch = this.batch;
+    this.batch = [];
+    this.lastTokenIndex.clear();
+    if (batch.length === 0) return this.flushing;
+    const pipeline = this.redis.pipeline();
+    for (const item of batch) pipeline.publish(item.channel, JSON.stringify(item.event));
+    this.flushing = pipeline.exec().then(
+      () => undefined,
+      (err: unknown) => this.logger.warn({ err, events: batch.length }, 'dropped job events (Redis unavailable)'),
+    );
+    return this.flushing;
+  }
+}
+
+type Listener = (event: JobEvent) => void;
+
+/**
+ * One subscriber connection shared by all SSE clients of a process: subscribes to a job's
+ * channel while at least one listener wants it.
+ */
+export class EventHub {
+  private listeners = new Map<string, Set<Listener>>();
+
+  constructor(
+    private readonly subscriber: Redis,
+    private readonly keys: Keys,
+    private readonly logger: Logger,
+  ) {
+    subscriber.on('message', (channel: string, message: string) => {
+      const prefix = this.keys.events('');
+      if (!channel.startsWith(prefix)) return;
+      const set = this.listeners.get(channel.slice(prefix.length));
+      if (!set) return;
+      let event: JobEvent;
+      try {
+        event = JSON.parse(message) as JobEvent;
+      } catch {
+        return;
+      }
+      for (const l of [...set]) l(event);
+    });
+  }
+
+  /** Resolves once Redis confirmed the subscription, so nothing published afterwards is missed. */
+  async subscribe(jobId: string, listener: Listener): Promise<() => void> {
+    let set = this.listeners.get(jobId);
+    const first = !set;
+    if (!set) {
+      set = new Set();
+      this.listeners.set(jobId, set);
+    }
+    set.add(listener);
+    if (first) await this.subscriber.subscribe(this.keys.events(jobId));
+    return () => {
+      const current = this.listeners.get(jobId);
+      if (!current) return;
+      current.delete(listener);
+      if (current.size === 0) {
+        this.listeners.delete(jobId);
+        this.subscriber.unsubscribe(this.keys.events(jobId)).catch((err: unknown) => this.logger.debug({ err }, 'unsubscribe failed'));
+      }
+    };
+  }
+
+  get size(): number {
+    return this.listeners.size;
+  }
+}

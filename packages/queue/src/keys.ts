@@ -1,0 +1,30 @@
+/** Queue of the dead-letter entries. Model names cannot start with "_", so it never collides. */
+export const DLQ_QUEUE = '_dlq';
+
+/** Redis keys and channels llmq uses beside BullMQ's own, all under the configured prefix. */
+export function keys(prefix: string) {
+  return {
+    idempotency: (id: string) => `${prefix}:_idem:${id}`,
+    cancelled: (id: string) => `${prefix}:_cancelled:${id}`,
+    cancelChannel: `${prefix}:_cancel`,
+    events: (id: string) => `${prefix}:_ev:${id}`,
+    paused: (model: string) => `${prefix}:_paused:${model}`,
+    alerts: `${prefix}:_alerts`,
+    sourceKv: (source: string, key: string) => `${prefix}:_src:${source}:${key}`,
+  };
+}
+export type Keys = ReturnType<typeof keys>;
+
+/**
+ * BullMQ refuses custom ids with ":" (unless exactly three parts) or that are integers.
+ * llmq ids (e.g. `pulsar:persistent://t/n/topic:1:2:-1`) are mapped reversibly.
+ */
+export function toBullId(id: string): string {
+  const encoded = id.replace(/%/g, '%25').replace(/:/g, '%3A');
+  return /^\d+$/.test(encoded) ? `%id${encoded}` : encoded;
+}
+
+export function fromBullId(bullId: string): string {
+  const raw = bullId.startsWith('%id') ? bullId.slice(3) : bullId;
+  return raw.replace(/%3A/g, ':').replace(/%25/g, '%');
+}

@@ -1,0 +1,477 @@
+import { randomBytes } from 'node:crypto';
+import { Queue, type Job, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import {
+  LlmqError,
+  errorCode,
+  errorDetail,
+  requestHash,
+  sha256,
+  type EnqueueInput,
+  type JobData,
+  type JobRequest,
+  type JobResult,
+  type JobStatus,
+  type JobView,
+  type Logger,
+  type SourceRef,
+} from '@llmq/core';
+import type { ModelConfig, ResolvedConfig } from '@llmq/config';
+import { DLQ_QUEUE, fromBullId, keys, toBullId, type Keys } from './keys.js';
+
+export interface EnqueueOptions {
+  idempotencyKey?: string | undefined;
+  /** Scope of idempotency keys (the API key id), so tenants never collide. */
+  keyId?: string | undefined;
+  source?: SourceRef | undefined;
+}
+
+export interface EnqueueResult {
+  id: string;
+  /** False when the idempotency key (or source id) matched an existing job. */
+  created: boolean;
+}
+
+export interface DlqEntry {
+  id: string;
+  model: string;
+  error: { message: string; code: string };
+  attempts: number;
+  failed_at: number;
+  source: SourceRef | null;
+  data: JobData;
+}
+
+export interface QueueCounts {
+  model: string;
+  paused: boolean;
+  waiting: number;
+  active: number;
+  delayed: number;
+  completed: number;
+  failed: number;
+}
+
+type Tombstone = { model: string; created_at: number; cancelled_at: number; metadata: Record<string, unknown> | null; source: SourceRef | null };
+
+const QUEUED_STATES = new Set(['waiting', 'prioritized', 'delayed', 'waiting-children', 'paused']);
+
+/** Turns a Redis failure into the fast 503 the API promises. */
+export function asRedisError(err: unknown): unknown {
+  if (err instanceof LlmqError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  if (/Stream isn't writeable|Connection is closed|ECONNREFUSED|ETIMEDOUT|Command timed out|ECONNRESET|max retries|enableOfflineQueue|Reached the max retries/i.test(message)) {
+    return new LlmqError('ERR_REDIS_UNAVAILABLE', 'Redis is unavailable; nothing was enqueued, retry later', { cause: err });
+  }
+  return err;
+}
+
+export function newJobId(): string {
+  return `job_${randomBytes(12).toString('base64url')}`;
+}
+
+/** Deterministic id for an idempotency key, so a retried request maps to the same job. */
+export function idempotentJobId(key: string, scope = ''): string {
+  return `job_${sha256(`${scope}\n${key}`).slice(0, 32)}`;
+}
+
+/** BullMQ job options for a model: attempts, backoff, retention. */
+export function jobOptions(config: ResolvedConfig, model: ModelConfig, bullId: string, priority?: number): JobsOptions {
+  const q = config.queue;
+  const opts: JobsOptions = {
+    jobId: bullId,
+    attempts: model.attempts ?? q.attempts,
+    backoff: { type: 'exponential', delay: q.backoff_ms },
+    removeOnComplete: { age: Math.ceil(q.remove_on_complete.age_ms / 1000), count: q.remove_on_complete.count },
+    removeOnFail: { age: Math.ceil(q.remove_on_fail.age_ms / 1000), count: q.remove_on_fail.count },
+  };
+  if (priority !== undefined) opts.priority = priority;
+  return opts;
+}
+
+/** Applies the model's configured request defaults to fields the job left out. */
+export function withDefaults<T extends Record<string, unknown>>(request: T, model: ModelConfig): T {
+  const out: Record<string, unknown> = { ...request };
+  for (const [k, v] of Object.entries(model.defaults)) if (out[k] === undefined) out[k] = v;
+  return out as T;
+}
+
+function statusOf(state: string, failedReason: string | undefined): JobStatus {
+  if (state === 'active') return 'active';
+  if (state === 'completed') return 'completed';
+  if (state === 'failed') return errorCode(failedReason) === 'ERR_JOB_CANCELLED' ? 'cancelled' : 'failed';
+  return 'queued';
+}
+
+/**
+ * Puts jobs into the model queues and reads them back. Used by the gateway and the sources;
+ * every method resolves only after Redis answered.
+ */
+export class Producer {
+  readonly keys: Keys;
+  private readonly queues = new Map<string, Queue>();
+  private readonly models: Map<string, ModelConfig>;
+  private dlqQueue: Queue | undefined;
+
+  constructor(
+    readonly config: ResolvedConfig,
+    readonly connection: Redis,
+    private readonly logger: Logger,
+  ) {
+    this.keys = keys(config.redis.prefix);
+    this.models = new Map(config.models.map((m) => [m.name, m]));
+  }
+
+  model(name: string): ModelConfig {
+    const m = this.models.get(name);
+    if (!m) {
+      throw new LlmqError('ERR_MODEL_NOT_FOUND', `model "${name}" does not exist (available: ${[...this.models.keys()].join(', ') || 'none'})`, { param: 'model' });
+    }
+    return m;
+  }
+
+  modelNames(): string[] {
+    return [...this.models.keys()];
+  }
+
+  queue(model: string): Queue {
+    let q = this.queues.get(model);
+    if (!q) {
+      q = new Queue(model, { connection: this.connection, prefix: this.config.redis.prefix });
+      q.on('error', (err) => this.logger.warn({ err: err.message, model }, 'queue connection error'));
+      this.queues.set(model, q);
+    }
+    return q;
+  }
+
+  get dlq(): Queue {
+    if (!this.dlqQueue) {
+      this.dlqQueue = new Queue(DLQ_QUEUE, { connection: this.connection, prefix: this.config.redis.prefix });
+      this.dlqQueue.on('error', (err) => this.logger.warn({ err: err.message }, 'dlq connection error'));
+    }
+    return this.dlqQueue;
+  }
+
+  private async checkBacklog(model: string): Promise<void> {
+    const max = this.config.queue.max_queued;
+    if (max <= 0) return;
+    const waiting = await this.queue(model).count();
+    if (waiting >= max) {
+      throw new LlmqError('ERR_QUEUE_FULL', `model "${model}" has ${waiting} jobs waiting (limit ${max}); retry later`, { details: { retry_after_s: 5 } });
+    }
+  }
+
+  private dataFor(request: JobRequest, hash: string, options: EnqueueOptions): JobData {
+    const { priority: _p, idempotency_key: _k, ...generation } = request;
+    const model = this.model(request.model);
+    return {
+      request: withDefaults(generation, model),
+      hash,
+      created_at: Date.now(),
+      source: options.source ?? { type: 'http' },
+      key_id: options.keyId,
+    };
+  }
+
+  /**
+   * Enqueues one validated request. With an idempotency key: same key + same body → same id;
+   * same key + different body → ERR_IDEMPOTENCY_CONFLICT.
+   */
+  async enqueue(request: JobRequest, options: EnqueueOptions = {}): Promise<EnqueueResult> {
+    try {
+      const model = this.model(request.model);
+      const key = options.idempotencyKey ?? request.idempotency_key;
+      const { idempotency_key: _ignored, ...hashed } = request;
+      const hash = requestHash(hashed);
+      const data = this.dataFor(request, hash, options);
+      const queue = this.queue(model.name);
+      if (key === undefined) {
+        await this.checkBacklog(model.name);
+        const id = newJobId();
+        await queue.add('llm', data, jobOptions(this.config, model, toBullId(id), request.priority));
+        return { id, created: true };
+      }
+      const id = idempotentJobId(key, options.keyId);
+      const idemKey = this.keys.idempotency(id);
+      const ttl = this.config.queue.idempotency_ttl_ms;
+      // "pending" until the job is in Redis: a crash between the two writes is repaired by the retry.
+      const set = await this.connection.set(idemKey, `pending:${hash}`, 'PX', ttl, 'NX');
+      if (set === null) {
+        const existing = await this.connection.get(idemKey);
+        if (existing !== null) {
+          const [state, storedHash] = existing.split(':');
+          if (storedHash !== hash) {
+            throw new LlmqError('ERR_IDEMPOTENCY_CONFLICT', `Idempotency-Key "${key}" was already used with a different request body`, { param: 'idempotency_key' });
+          }
+          if (state === 'done') return { id, created: false };
+        }
+      } else {
+        await this.checkBacklog(model.name).catch(async (err: unknown) => {
+          await this.connection.del(idemKey);
+          throw err;
+        });
+      }
+      await queue.add('llm', data, jobOptions(this.config, model, toBullId(id), request.priority));
+      await this.connection.set(idemKey, `done:${hash}`, 'PX', ttl);
+      return { id, created: set !== null };
+    } catch (err) {
+      throw asRedisError(err);
+    }
+  }
+
+  /**
+   * Bulk enqueue for sources: ids are deterministic, so re-delivery collapses on them. Resolves
+   * once every job is durable in Redis.
+   */
+  async enqueueMany(inputs: readonly EnqueueInput[]): Promise<EnqueueResult[]> {
+    if (inputs.length === 0) return [];
+    try {
+      const byModel = new Map<string, EnqueueInput[]>();
+      for (const input of inputs) {
+        this.model(input.request.model);
+        const list = byModel.get(input.request.model) ?? [];
+        list.push(input);
+        byModel.set(input.request.model, list);
+      }
+      const exists = this.connection.pipeline();
+      for (const input of inputs) exists.exists(`${this.config.redis.prefix}:${input.request.model}:${toBullId(input.id)}`);
+      const existed = ((await exists.exec()) ?? []).map(([, n]) => n === 1);
+      for (const [name, list] of byModel) {
+        const model = this.model(name);
+        await this.queue(name).addBulk(
+          list.map((input) => {
+            const { priority, ...request } = input.request;
+            const data: JobData = {
+              request: withDefaults(request, model),
+              hash: requestHash(request),
+              created_at: Date.now(),
+              source: input.source,
+            };
+            return { name: 'llm', data, opts: jobOptions(this.config, model, toBullId(input.id), priority) };
+          }),
+        );
+      }
+      return inputs.map((input, i) => ({ id: input.id, created: !existed[i] }));
+    } catch (err) {
+      throw asRedisError(err);
+    }
+  }
+
+  /** Adds many HTTP requests; requests without an idempotency key go in one addBulk per model. */
+  async enqueueBatch(requests: readonly JobRequest[], options: Omit<EnqueueOptions, 'idempotencyKey'> = {}): Promise<(EnqueueResult | { error: unknown })[]> {
+    const results: (EnqueueResult | { error: unknown })[] = new Array(requests.length);
+    const bulk = new Map<string, { index: number; request: JobRequest }[]>();
+    const single: Promise<void>[] = [];
+    requests.forEach((request, index) => {
+      if (request.idempotency_key !== undefined) {
+        single.push(
+          this.enqueue(request, options).then(
+            (r) => void (results[index] = r),
+            (error: unknown) => void (results[index] = { error }),
+          ),
+        );
+      } else {
+        const list = bulk.get(request.model) ?? [];
+        list.push({ index, request });
+        bulk.set(request.model, list);
+      }
+    });
+    for (const [name, list] of bulk) {
+      try {
+        const model = this.model(name);
+        await this.checkBacklog(name);
+        const ids = list.map(() => newJobId());
+        await this.queue(name).addBulk(
+          list.map(({ request }, i) => ({
+            name: 'llm',
+            data: this.dataFor(request, requestHash(request), options),
+            opts: jobOptions(this.config, model, toBullId(ids[i]!), request.priority),
+          })),
+        );
+        list.forEach(({ index }, i) => (results[index] = { id: ids[i]!, created: true }));
+      } catch (err) {
+        const error = asRedisError(err);
+        list.forEach(({ index }) => (results[index] = { error }));
+      }
+    }
+    await Promise.all(single);
+    return results;
+  }
+
+  /** Finds a job in whichever model queue holds it. */
+  async findJob(id: string): Promise<Job<JobData, JobResult> | null> {
+    const bullId = toBullId(id);
+    try {
+      const found = await Promise.all(this.modelNames().map((m) => this.queue(m).getJob(bullId)));
+      return (found.find((j) => j !== undefined && j !== null) as Job<JobData, JobResult> | undefined) ?? null;
+    } catch (err) {
+      throw asRedisError(err);
+    }
+  }
+
+  async getJob(id: string): Promise<JobView | null> {
+    const job = await this.findJob(id);
+    if (!job) {
+      const tomb = await this.connection.get(this.keys.cancelled(id)).catch((err: unknown) => {
+        throw asRedisError(err);
+      });
+      if (!tomb) return null;
+      const t = JSON.parse(tomb) as Tombstone;
+      return {
+        id,
+        object: 'job',
+        model: t.model,
+        status: 'cancelled',
+        result: null,
+        error: { message: 'cancelled before it started', code: 'ERR_JOB_CANCELLED' },
+        attempts: 0,
+        max_attempts: 0,
+        priority: null,
+        source: t.source,
+        metadata: t.metadata,
+        created_at: t.created_at,
+        started_at: null,
+        first_token_at: null,
+        completed_at: t.cancelled_at,
+      };
+    }
+    const state = await job.getState().catch((err: unknown) => {
+      throw asRedisError(err);
+    });
+    return this.view(job, state);
+  }
+
+  view(job: Job<JobData, JobResult>, state: string): JobView {
+    const status = statusOf(state, job.failedReason);
+    const result = status === 'completed' ? (job.returnvalue ?? null) : null;
+    const failed = status === 'failed' || status === 'cancelled';
+    const attempts = Math.max(job.attemptsMade, (job as unknown as { attemptsStarted?: number }).attemptsStarted ?? 0);
+    return {
+      id: fromBullId(job.id ?? ''),
+      object: 'job',
+      model: job.data.request.model,
+      status,
+      result: result ? { text: result.text, finish_reason: result.finish_reason, usage: result.usage, model: result.model } : null,
+      error: failed && job.failedReason ? { message: errorDetail(job.failedReason), code: errorCode(job.failedReason) ?? 'ERR_INTERNAL' } : null,
+      attempts,
+      max_attempts: job.opts.attempts ?? 1,
+      priority: job.opts.priority ?? null,
+      source: job.data.source ?? null,
+      metadata: job.data.request.metadata ?? null,
+      created_at: job.data.created_at,
+      started_at: result?.started_at ?? job.processedOn ?? null,
+      first_token_at: result?.first_token_at ?? null,
+      completed_at: result?.completed_at ?? (failed ? (job.finishedOn ?? null) : null),
+    };
+  }
+
+  /**
+   * Cancels a job: a queued job is removed (and remembered as cancelled); an active one is
+   * signalled to whichever worker runs it, which aborts the generation.
+   */
+  async cancel(id: string): Promise<{ status: 'cancelled' | 'cancelling' }> {
+    try {
+      const job = await this.findJob(id);
+      if (!job) {
+        if (await this.connection.exists(this.keys.cancelled(id))) return { status: 'cancelled' };
+        throw new LlmqError('ERR_JOB_NOT_FOUND', `job "${id}" not found`, { param: 'id' });
+      }
+      const state = await job.getState();
+      if (state === 'completed' || state === 'failed') {
+        if (statusOf(state, job.failedReason) === 'cancelled') return { status: 'cancelled' };
+        throw new LlmqError('ERR_JOB_FINISHED', `job "${id}" already ${state}`, { param: 'id' });
+      }
+      if (QUEUED_STATES.has(state)) {
+        const removed = await job.remove().then(
+          () => true,
+          () => false,
+        );
+        if (removed) {
+          const tomb: Tombstone = {
+            model: job.data.request.model,
+            created_at: job.data.created_at,
+            cancelled_at: Date.now(),
+            metadata: job.data.request.metadata ?? null,
+            source: job.data.source ?? null,
+          };
+          await this.connection.set(this.keys.cancelled(id), JSON.stringify(tomb), 'PX', this.config.queue.remove_on_fail.age_ms);
+          await this.connection.publish(this.keys.events(id), JSON.stringify({ type: 'cancelled', at: tomb.cancelled_at }));
+          return { status: 'cancelled' };
+        }
+      }
+      // Active (or became active while we looked): the worker holding it aborts on this message.
+      await this.connection.publish(this.keys.cancelChannel, id);
+      return { status: 'cancelling' };
+    } catch (err) {
+      throw asRedisError(err);
+    }
+  }
+
+  async counts(): Promise<QueueCounts[]> {
+    try {
+      return await Promise.all(
+        this.modelNames().map(async (model) => {
+          const q = this.queue(model);
+          const [c, paused] = await Promise.all([q.getJobCounts('waiting', 'prioritized', 'paused', 'active', 'delayed', 'completed', 'failed'), q.isPaused()]);
+          return {
+            model,
+            paused,
+            waiting: (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.paused ?? 0),
+            active: c.active ?? 0,
+            delayed: c.delayed ?? 0,
+            completed: c.completed ?? 0,
+            failed: c.failed ?? 0,
+          };
+        }),
+      );
+    } catch (err) {
+      throw asRedisError(err);
+    }
+  }
+
+  async listDlq(offset = 0, limit = 100): Promise<{ total: number; entries: DlqEntry[] }> {
+    try {
+      const [total, jobs] = await Promise.all([this.dlq.count(), this.dlq.getJobs(['waiting', 'paused', 'prioritized'], offset, offset + limit - 1, true)]);
+      return { total, entries: jobs.filter(Boolean).map((j) => j.data as DlqEntry) };
+    } catch (err) {
+      throw asRedisError(err);
+    }
+  }
+
+  async getDlq(id: string): Promise<DlqEntry | null> {
+    const job = await this.dlq.getJob(toBullId(id)).catch((err: unknown) => {
+      throw asRedisError(err);
+    });
+    return job ? (job.data as DlqEntry) : null;
+  }
+
+  /** Puts a dead-lettered job back in its model queue with fresh attempts (same id). */
+  async replayDlq(id: string): Promise<EnqueueResult> {
+    try {
+      const bullId = toBullId(id);
+      const entry = await this.dlq.getJob(bullId);
+      if (!entry) throw new LlmqError('ERR_DLQ_NOT_FOUND', `no dead-lettered job "${id}"`, { param: 'id' });
+      const data = entry.data as DlqEntry;
+      const model = this.model(data.model);
+      const queue = this.queue(model.name);
+      const existing = await queue.getJob(bullId);
+      if (existing) {
+        const state = await existing.getState();
+        if (state !== 'failed' && state !== 'completed') {
+          throw new LlmqError('ERR_JOB_FINISHED', `job "${id}" is ${state} in its queue; it cannot be replayed now`, { param: 'id' });
+        }
+        await existing.remove();
+      }
+      const { priority } = existing?.opts ?? {};
+      await queue.add('llm', { ...data.data, sinks_done: data.data.sinks_done ?? [] }, jobOptions(this.config, model, bullId, priority));
+      await entry.remove();
+      return { id, created: true };
+    } catch (err) {
+      throw asRedisError(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.queues.values(), ...(this.dlqQueue ? [this.dlqQueue] : [])].map((q) => q.close()));
+  }
+}

@@ -1,0 +1,341 @@
+import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import {
+  LlmqError,
+  errorCode,
+  errorDetail,
+  isRetryable,
+  type Backend,
+  type JobData,
+  type JobResult,
+  type Logger,
+  type Sink,
+} from '@llmq/core';
+import type { ModelConfig, ResolvedConfig } from '@llmq/config';
+import type { CancelListener } from './cancel.js';
+import type { EventPublisher } from './events.js';
+import { DLQ_QUEUE, fromBullId, type Keys } from './keys.js';
+import type { Metrics } from './metrics.js';
+import type { DlqEntry } from './producer.js';
+
+export interface SinkBinding {
+  sink: Sink;
+  /** Models whose results it receives; all when absent. */
+  models?: string[] | undefined;
+  /** Source types or names whose jobs it receives; all when absent. */
+  sources?: string[] | undefined;
+}
+
+export interface ModelWorkerOptions {
+  config: ResolvedConfig;
+  model: ModelConfig;
+  backend: Backend;
+  /** A `worker` role connection; BullMQ duplicates it for its blocking fetch. */
+  connection: Redis;
+  publisher: EventPublisher;
+  cancels: CancelListener;
+  metrics: Metrics;
+  logger: Logger;
+  keys: Keys;
+  workerId: string;
+  sinks?: SinkBinding[];
+}
+
+function asError(reason: unknown): Error {
+  if (reason instanceof Error) return reason;
+  return new Error(String(reason));
+}
+
+/** Puts a code on errors that have none, so the failure reason always carries one. */
+function coded(err: Error): string {
+  return errorCode(err) ? err.message : `ERR_BACKEND_FAILED: ${err.message}`;
+}
+
+/**
+ * Runs one model's queue in this process: fetches jobs, runs the backend with a timeout and
+ * cancellation, streams tokens, keeps the result on the job before sink writes, retries,
+ * dead-letters, and shuts down gracefully.
+ */
+export class ModelWorker {
+  private worker: Worker<JobData, JobResult>;
+  readonly queue: Queue;
+  private readonly dlq: Queue;
+  private readonly inflight = new Map<string, AbortController>();
+  private readonly dlqAdded = new Set<string>();
+  private lastProgressAt = Date.now();
+  private watchdog: NodeJS.Timeout | undefined;
+  private closing = false;
+  private readonly log: Logger;
+  /** Attempts that started in this process (for the duplicate-start report in tests). */
+  started = 0;
+
+  constructor(private readonly o: ModelWorkerOptions) {
+    this.log = o.logger.child({ model: o.model.name });
+    this.queue = new Queue(o.model.name, { connection: o.connection, prefix: o.config.redis.prefix });
+    this.dlq = new Queue(DLQ_QUEUE, { connection: o.connection, prefix: o.config.redis.prefix });
+    this.queue.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
+    this.dlq.on('error', (err) => this.log.warn({ err: err.message }, 'dlq connection error'));
+    this.worker = this.createWorker();
+    const every = o.config.worker.watchdog_ms;
+    if (every > 0) {
+      this.watchdog = setInterval(() => void this.checkProgress(), Math.max(1000, Math.floor(every / 2)));
+      this.watchdog.unref();
+    }
+  }
+
+  get name(): string {
+    return this.o.model.name;
+  }
+
+  get active(): number {
+    return this.inflight.size;
+  }
+
+  private createWorker(): Worker<JobData, JobResult> {
+    const { config, model } = this.o;
+    const worker = new Worker<JobData, JobResult>(model.name, (job, token) => this.process(job, token), {
+      connection: this.o.connection,
+      prefix: config.redis.prefix,
+      concurrency: model.concurrency,
+      lockDuration: config.queue.lock_duration_ms,
+      stalledInterval: config.queue.stalled_interval_ms,
+      maxStalledCount: config.queue.max_stalled_count,
+      autorun: true,
+    });
+    worker.on('completed', (job, result) => this.onCompleted(job, result));
+    worker.on('failed', (job, err) => void this.onFailed(job, err));
+    worker.on('stalled', (jobId) => {
+      this.o.metrics.stalled.inc({ model: model.name });
+      this.log.warn({ jobId: fromBullId(jobId) }, 'job stalled (its worker died or lost the lock); it will run again');
+    });
+    worker.on('error', (err) => this.log.warn({ err: err.message }, 'worker error'));
+    return worker;
+  }
+
+  private sinksFor(data: JobData): SinkBinding[] {
+    const source = data.source;
+    return (this.o.sinks ?? []).filter(
+      (b) =>
+        (!b.models || b.models.includes(this.o.model.name)) &&
+        (!b.sources || (source !== undefined && (b.sources.includes(source.type) || (source.name !== undefined && b.sources.includes(source.name))))),
+    );
+  }
+
+  private async process(job: Job<JobData, JobResult>, token: string | undefined): Promise<JobResult> {
+    const { model, backend, publisher, metrics } = this.o;
+    const id = fromBullId(job.id ?? '');
+    const data = job.data;
+    const attempt = job.attemptsMade + 1;
+    const ctrl = new AbortController();
+    this.started++;
+    this.lastProgressAt = Date.now();
+    this.inflight.set(id, ctrl);
+    const cancelled = this.o.cancels.track(id, () => ctrl.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request')));
+    if (cancelled) ctrl.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request'));
+    const timeoutMs = data.request.timeout_ms ?? model.timeout_ms;
+    const timer = setTimeout(() => ctrl.abort(new LlmqError('ERR_JOB_TIMEOUT', `job ran longer than timeout_ms (${timeoutMs} ms)`)), timeoutMs);
+    const startedAt = Date.now();
+    if (job.attemptsMade === 0) metrics.waitSeconds.observe({ model: model.name }, Math.max(0, startedAt - job.timestamp) / 1000);
+    metrics.active.inc({ model: model.name });
+    publisher.publish(id, { type: 'status', status: 'active', attempt, worker: this.o.workerId, at: startedAt });
+    const log = this.log.child({ jobId: id, attempt });
+    try {
+      let result = data.result;
+      if (!result) {
+        if (ctrl.signal.aborted) throw ctrl.signal.reason;
+        let firstTokenAt: number | undefined;
+        let index = 0;
+        const out = await backend.generate({
+          jobId: id,
+          attempt,
+          model: model.name,
+          request: data.request,
+          signal: ctrl.signal,
+          logger: log,
+          onToken: (text) => {
+            if (ctrl.signal.aborted) return;
+            if (firstTokenAt === undefined) firstTokenAt = Date.now();
+            publisher.publish(id, { type: 'token', text, index: index++ });
+          },
+        });
+        if (ctrl.signal.aborted) throw ctrl.signal.reason;
+        const completedAt = Date.now();
+        result = {
+          text: out.text,
+          finish_reason: out.finish_reason,
+          usage: {
+            prompt_tokens: out.usage.prompt_tokens,
+            completion_tokens: out.usage.completion_tokens,
+            total_tokens: out.usage.total_tokens ?? out.usage.prompt_tokens + out.usage.completion_tokens,
+          },
+          model: model.name,
+          started_at: startedAt,
+          first_token_at: firstTokenAt,
+          completed_at: completedAt,
+          worker: this.o.workerId,
+        };
+        metrics.processingSeconds.observe({ model: model.name }, (completedAt - startedAt) / 1000);
+        if (firstTokenAt !== undefined) metrics.ttftSeconds.observe({ model: model.name }, (firstTokenAt - startedAt) / 1000);
+        metrics.tokensIn.inc({ model: model.name }, result.usage.prompt_tokens);
+        metrics.tokensOut.inc({ model: model.name }, result.usage.completion_tokens);
+      }
+      const sinks = this.sinksFor(data);
+      if (sinks.length > 0) await this.writeSinks(job, result, sinks, ctrl.signal, log);
+      return result;
+    } catch (err) {
+      throw await this.failure(job, token, err, ctrl, attempt, log);
+    } finally {
+      clearTimeout(timer);
+      this.o.cancels.untrack(id);
+      this.inflight.delete(id);
+      metrics.active.dec({ model: model.name });
+      this.lastProgressAt = Date.now();
+    }
+  }
+
+  /** Result first, then each sink once: a failed write retries only the writes still missing. */
+  private async writeSinks(job: Job<JobData, JobResult>, result: JobResult, sinks: SinkBinding[], signal: AbortSignal, log: Logger): Promise<void> {
+    const done = new Set(job.data.sinks_done ?? []);
+    if (!job.data.result) await job.updateData({ ...job.data, result });
+    for (const { sink } of sinks) {
+      if (done.has(sink.name)) continue;
+      try {
+        await sink.write({ jobId: fromBullId(job.id ?? ''), model: this.o.model.name, request: job.data.request, result, source: job.data.source, signal, logger: log });
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        const code = errorCode(err);
+        throw new LlmqError(code && code !== 'ERR_INTERNAL' ? code : 'ERR_SINK_WRITE', `sink "${sink.name}": ${errorDetail(asError(err).message)}`, {
+          cause: err,
+          retryable: isRetryable(err),
+        });
+      }
+      done.add(sink.name);
+      await job.updateData({ ...job.data, result, sinks_done: [...done] });
+    }
+  }
+
+  private async failure(job: Job<JobData, JobResult>, token: string | undefined, err: unknown, ctrl: AbortController, attempt: number, log: Logger): Promise<Error> {
+    const { model, metrics } = this.o;
+    const reason = asError(ctrl.signal.aborted ? ctrl.signal.reason : err);
+    const code = errorCode(reason);
+    if (code === 'ERR_WORKER_SHUTDOWN' && token) {
+      // Hand the job back without spending an attempt; another worker picks it up at once.
+      await job.moveToDelayed(Date.now(), token);
+      return new DelayedError();
+    }
+    if (code === 'ERR_BACKEND_RATE_LIMITED') {
+      const ms = Number((reason as LlmqError).details?.retry_after_ms ?? 1000);
+      metrics.throttledSeconds.inc({ model: model.name, reason: 'backend_429' }, ms / 1000);
+      log.warn({ retry_after_ms: ms }, 'backend rate limited: slowing the whole queue');
+      await this.queue.rateLimit(ms);
+      return Worker.RateLimitError();
+    }
+    if (code === 'ERR_BACKEND_QUOTA' && token) {
+      log.error({ err: reason.message }, 'backend quota exhausted: pausing the queue until resumed (POST /v1/queues/:model/resume)');
+      metrics.alerts.inc({ model: model.name, kind: 'insufficient_quota' });
+      metrics.queuePaused.set({ model: model.name }, 1);
+      await this.queue.pause();
+      await this.o.connection.publish(this.o.keys.alerts, JSON.stringify({ type: 'insufficient_quota', model: model.name, at: Date.now(), message: errorDetail(reason.message) }));
+      await job.moveToDelayed(Date.now() + 1000, token);
+      return new DelayedError();
+    }
+    const message = coded(reason);
+    const retryable = isRetryable(reason);
+    const maxAttempts = job.opts.attempts ?? 1;
+    const final = !retryable || attempt >= maxAttempts;
+    log.warn({ code: errorCode(message), final, attempts: maxAttempts }, final ? 'job failed' : 'job attempt failed, will retry');
+    if (final && code !== 'ERR_JOB_CANCELLED') await this.deadLetter(job, message, attempt);
+    return final ? new UnrecoverableError(message) : new Error(message);
+  }
+
+  private async deadLetter(job: Job<JobData, JobResult>, message: string, attempts: number): Promise<void> {
+    const id = fromBullId(job.id ?? '');
+    const entry: DlqEntry = {
+      id,
+      model: this.o.model.name,
+      error: { message: errorDetail(message), code: errorCode(message) ?? 'ERR_INTERNAL' },
+      attempts,
+      failed_at: Date.now(),
+      source: job.data.source ?? null,
+      data: job.data,
+    };
+    await this.dlq.add('dead', entry, { jobId: job.id, removeOnComplete: true });
+    this.dlqAdded.add(id);
+    this.o.metrics.deadLettered.inc({ model: this.o.model.name });
+  }
+
+  private onCompleted(job: Job<JobData, JobResult>, result: JobResult): void {
+    const id = fromBullId(job.id ?? '');
+    this.o.metrics.completed.inc({ model: this.o.model.name });
+    this.o.publisher.publish(id, { type: 'completed', result });
+  }
+
+  private async onFailed(job: Job<JobData, JobResult> | undefined, err: Error): Promise<void> {
+    if (!job) return;
+    const id = fromBullId(job.id ?? '');
+    const code = errorCode(err.message) ?? 'ERR_INTERNAL';
+    const final = err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1) || job.finishedOn !== undefined;
+    const { metrics, publisher, model } = this.o;
+    metrics.failed.inc({ model: model.name, code });
+    if (code === 'ERR_JOB_CANCELLED') {
+      metrics.cancelled.inc({ model: model.name });
+      publisher.publish(id, { type: 'cancelled', at: Date.now() });
+      return;
+    }
+    if (!final) metrics.retried.inc({ model: model.name });
+    publisher.publish(id, { type: 'failed', error: { message: errorDetail(err.message), code }, attempt: job.attemptsMade, will_retry: !final });
+    // Jobs failed by the stalled checker never ran our catch block: dead-letter them here.
+    if (final && !this.dlqAdded.delete(id)) {
+      await this.deadLetter(job, err.message.startsWith('ERR_') ? err.message : `ERR_WORKER_SHUTDOWN: ${err.message}`, job.attemptsMade).catch((e: unknown) =>
+        this.log.error({ err: e, jobId: id }, 'could not dead-letter job'),
+      );
+      this.dlqAdded.delete(id);
+    }
+  }
+
+  /** A backlog with nothing running for `watchdog_ms`: the fetch loop is stuck; rebuild it. */
+  private async checkProgress(): Promise<void> {
+    if (this.closing) return;
+    try {
+      const idleFor = Date.now() - this.lastProgressAt;
+      if (this.inflight.size > 0 || idleFor < this.o.config.worker.watchdog_ms) return;
+      const [waiting, paused, limited] = await Promise.all([this.queue.getWaitingCount(), this.queue.isPaused(), this.queue.getRateLimitTtl()]);
+      if (waiting === 0 || paused || limited > 0) {
+        this.lastProgressAt = Date.now();
+        return;
+      }
+      this.log.warn({ waiting, idle_ms: idleFor }, 'backlog with no progress: rebuilding the worker connection');
+      this.o.metrics.watchdogRestarts.inc({ model: this.o.model.name });
+      const old = this.worker;
+      this.lastProgressAt = Date.now();
+      this.worker = this.createWorker();
+      await old.close(true).catch(() => undefined);
+    } catch (err) {
+      this.log.debug({ err }, 'watchdog check failed');
+    }
+  }
+
+  /**
+   * Stops taking jobs and lets in-flight ones finish for up to `graceMs`; after that, aborts them
+   * and hands them back to the queue for another worker.
+   */
+  async close(graceMs: number): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    const closed = this.worker.close();
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((resolve) => {
+      timer = setTimeout(() => resolve('expired'), graceMs);
+    });
+    const outcome = await Promise.race([closed.then(() => 'closed' as const), expired]);
+    clearTimeout(timer);
+    if (outcome === 'expired') {
+      this.log.warn({ inflight: this.inflight.size }, 'grace period over: handing in-flight jobs back to the queue');
+      for (const ctrl of this.inflight.values()) ctrl.abort(new LlmqError('ERR_WORKER_SHUTDOWN', 'worker shutting down'));
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
+      await Promise.race([this.worker.close(true), new Promise((r) => setTimeout(r, 1000).unref())]).catch(() => undefined);
+    }
+    await Promise.race([Promise.allSettled([this.queue.close(), this.dlq.close()]), new Promise((r) => setTimeout(r, 1000).unref())]);
+  }
+}

@@ -1,1 +1,2 @@
 export * from './redis-server.js';
+export * from './fault-server.js';

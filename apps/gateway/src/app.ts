@@ -154,7 +154,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         if (outcome.created && it.ok) metrics.enqueued.inc({ model: it.request.model, source: 'http' });
         return { index, id: outcome.id, status: 'queued', created: outcome.created };
       });
-      res.status(accepted > 0 ? 202 : 400).json({ object: 'list', accepted, rejected: data.length - accepted, data });
+      if (accepted === 0) {
+        const first = items.find((it) => !it.ok) as { error: unknown } | undefined;
+        const { body: errorBody } = toErrorBody(first?.error);
+        res.status(400).json({ ...errorBody, error: { ...errorBody.error, message: `no job in the batch was accepted; first error: ${errorBody.error.message}` }, object: 'list', accepted, rejected: data.length, data });
+        return;
+      }
+      res.status(202).json({ object: 'list', accepted, rejected: data.length - accepted, data });
     }),
   );
 

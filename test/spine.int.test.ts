@@ -1,0 +1,323 @@
+import { writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readSse, startStack, type Stack } from './helpers/stack.js';
+
+describe('spine over HTTP with a worker child process', () => {
+  let stack: Stack;
+  let failFile: string;
+
+  beforeAll(async () => {
+    failFile = join(tmpdir(), `llmq-fail-${process.pid}-${Date.now()}`);
+    stack = await startStack({
+      config: {
+        models: [
+          { name: 'echo', backend: 'echo', concurrency: 16 },
+          { name: 'echo-slow', backend: 'echo', concurrency: 2, options: { tokens_per_second: 20 } },
+          { name: 'scripted', backend: 'test-scripted', concurrency: 4, attempts: 3 },
+          { name: 'short', backend: 'echo', concurrency: 2, attempts: 1, timeout_ms: 300, options: { tokens_per_second: 5 } },
+          { name: 'scripted-file', backend: 'test-scripted', concurrency: 2, attempts: 2, options: { fail_file: failFile } },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it('enqueues, runs and returns the result with timings', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'the quick brown fox', metadata: { ticket: 7 } });
+    expect(res.status).toBe(202);
+    expect(res.body.id).toMatch(/^job_/);
+    const job = await stack.waitFor(res.body.id, ['completed']);
+    expect(job.result.text).toBe('the quick brown fox');
+    expect(job.result.finish_reason).toBe('stop');
+    expect(job.result.usage).toEqual({ prompt_tokens: 4, completion_tokens: 4, total_tokens: 8 });
+    expect(job.metadata).toEqual({ ticket: 7 });
+    expect(job.attempts).toBe(1);
+    expect(job.created_at).toBeLessThanOrEqual(job.started_at);
+    expect(job.started_at).toBeLessThanOrEqual(job.first_token_at);
+    expect(job.first_token_at).toBeLessThanOrEqual(job.completed_at);
+  });
+
+  it('streams tokens over SSE before the final result', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'a b c', max_tokens: 8 });
+    const events = await readSse(`${stack.url}/v1/jobs/${res.body.id}/events`);
+    const tokens = events.filter((e) => e.event === 'token');
+    const final = events.at(-1)!;
+    expect(final.event).toBe('completed');
+    expect(tokens.length).toBeGreaterThanOrEqual(4);
+    expect(tokens.map((t) => t.data.text).join('')).toBe(final.data.result.text);
+    expect(final.data.result.text).toBe('a b c a b c a b');
+    // Tokens arrived spread out in time, before the final event (20 tokens/s).
+    expect(final.at - tokens[0]!.at).toBeGreaterThan(150);
+  });
+
+  it('cancels an active job in the worker process: generation stops, status cancelled', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'x', max_tokens: 400 });
+    const id = res.body.id as string;
+    const seen: string[] = [];
+    const sse = readSse(`${stack.url}/v1/jobs/${id}/events`, 15_000, (e) => seen.push(e.event));
+    while (!seen.includes('token')) await new Promise((r) => setTimeout(r, 20));
+    const del = await stack.http('DELETE', `/v1/jobs/${id}`);
+    expect(del.status).toBe(202);
+    expect(del.body.status).toBe('cancelling');
+    const events = await sse;
+    expect(events.at(-1)!.event).toBe('cancelled');
+    const job = await stack.waitFor(id, ['cancelled']);
+    expect(job.error.code).toBe('ERR_JOB_CANCELLED');
+    expect(events.filter((e) => e.event === 'token').length).toBeLessThan(100);
+    // The slot was freed: another job on the same model runs.
+    const next = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'y', max_tokens: 2 });
+    await stack.waitFor(next.body.id, ['completed']);
+    // Cancelling again is idempotent; cancelling a completed job is a 409.
+    expect((await stack.http('DELETE', `/v1/jobs/${id}`)).status).toBe(200);
+    expect((await stack.http('DELETE', `/v1/jobs/${next.body.id}`)).status).toBe(409);
+  });
+
+  it('cancels a queued job by removing it', async () => {
+    await stack.http('POST', '/v1/queues/echo/pause');
+    try {
+      const res = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'never runs' });
+      const del = await stack.http('DELETE', `/v1/jobs/${res.body.id}`);
+      expect(del.status).toBe(200);
+      expect(del.body.status).toBe('cancelled');
+      const job = await stack.http('GET', `/v1/jobs/${res.body.id}`);
+      expect(job.body.status).toBe('cancelled');
+    } finally {
+      await stack.http('POST', '/v1/queues/echo/resume');
+    }
+  });
+
+  it('times out a job, aborting the backend call', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'short', prompt: 'a b c d e f g h' });
+    const job = await stack.waitFor(res.body.id, ['failed']);
+    expect(job.error.code).toBe('ERR_JOB_TIMEOUT');
+    expect(job.attempts).toBe(1);
+    // A per-job timeout overrides the model's.
+    const quick = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'a', max_tokens: 100, timeout_ms: 200 });
+    const failed = await stack.waitFor(quick.body.id, ['failed'], 20_000);
+    expect(failed.error.code).toBe('ERR_JOB_TIMEOUT');
+    expect(failed.completed_at - failed.created_at).toBeLessThan(5_000 * 3);
+  });
+
+  it('retries a retryable failure and then succeeds', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'scripted', prompt: 'p', metadata: { fail_attempts: 2 } });
+    const job = await stack.waitFor(res.body.id, ['completed']);
+    expect(job.attempts).toBe(3);
+    expect(job.result.text).toBe(`ok:${res.body.id}`);
+  });
+
+  it('does not retry a non-retryable failure', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'scripted', prompt: 'p', metadata: { bad_request: true } });
+    const job = await stack.waitFor(res.body.id, ['failed']);
+    expect(job.attempts).toBe(1);
+    expect(job.error.code).toBe('ERR_BACKEND_BAD_REQUEST');
+  });
+
+  it('dead-letters after the last attempt, and replays from the DLQ', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'scripted', prompt: 'p', metadata: { fail_attempts: 99 } });
+    const id = res.body.id as string;
+    const failed = await stack.waitFor(id, ['failed']);
+    expect(failed.attempts).toBe(3);
+    expect(failed.error.code).toBe('ERR_BACKEND_UNAVAILABLE');
+    let entry: any;
+    for (let i = 0; i < 50 && !entry; i++) {
+      const r = await stack.http('GET', `/v1/dlq/${id}`);
+      if (r.status === 200) entry = r.body;
+      else await new Promise((r2) => setTimeout(r2, 50));
+    }
+    expect(entry).toMatchObject({ id, model: 'scripted', attempts: 3, error: { code: 'ERR_BACKEND_UNAVAILABLE' }, source: { type: 'http' } });
+    const list = await stack.http('GET', '/v1/dlq');
+    expect(list.body.data.map((e: any) => e.id)).toContain(id);
+    // Replay runs it again with fresh attempts; it fails again (fail_attempts 99) but first it is queued under the same id.
+    const replay = await stack.http('POST', `/v1/dlq/${id}/replay`);
+    expect(replay.status).toBe(202);
+    expect((await stack.http('GET', `/v1/dlq/${id}`)).status).toBe(404);
+    const again = await stack.waitFor(id, ['failed']);
+    expect(again.attempts).toBe(3);
+    expect((await stack.http('POST', '/v1/dlq/nope/replay')).status).toBe(404);
+  });
+
+  it('replays a dead-lettered job into a success once the cause is fixed', async () => {
+    writeFileSync(failFile, 'backend is down');
+    const res = await stack.http('POST', '/v1/jobs', { model: 'scripted-file', prompt: 'p' });
+    const id = res.body.id as string;
+    const failed = await stack.waitFor(id, ['failed']);
+    expect(failed.attempts).toBe(2);
+    let found = false;
+    for (let i = 0; i < 50 && !found; i++) {
+      found = (await stack.http('GET', `/v1/dlq/${id}`)).status === 200;
+      if (!found) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(found).toBe(true);
+    rmSync(failFile);
+    const replay = await stack.http('POST', `/v1/dlq/${id}/replay`);
+    expect(replay.status).toBe(202);
+    const done = await stack.waitFor(id, ['completed']);
+    expect(done.result.text).toBe(`ok:${id}`);
+    expect(done.attempts).toBe(1);
+  });
+
+  it('honours idempotency keys: same body → same job; different body → 409', async () => {
+    const body = { model: 'echo', prompt: 'idempotent' };
+    const a = await stack.http('POST', '/v1/jobs', body, { 'Idempotency-Key': 'abc-1' });
+    const b = await stack.http('POST', '/v1/jobs', { prompt: 'idempotent', model: 'echo' }, { 'Idempotency-Key': 'abc-1' });
+    expect(a.status).toBe(202);
+    expect(b.status).toBe(200);
+    expect(b.body.id).toBe(a.body.id);
+    const c = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'different' }, { 'Idempotency-Key': 'abc-1' });
+    expect(c.status).toBe(409);
+    expect(c.body.error.code).toBe('ERR_IDEMPOTENCY_CONFLICT');
+    const d = await stack.http('POST', '/v1/jobs', { ...body, idempotency_key: 'abc-1' });
+    expect(d.body.id).toBe(a.body.id);
+    const e = await Promise.all([1, 2, 3, 4, 5].map(() => stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'race' }, { 'Idempotency-Key': 'race-1' })));
+    expect(new Set(e.map((r) => r.body.id)).size).toBe(1);
+    expect(e.filter((r) => r.status === 202)).toHaveLength(1);
+  });
+
+  it('enqueues a batch in bulk, reporting per-item errors without failing the valid ones', async () => {
+    const res = await stack.http('POST', '/v1/jobs/batch', {
+      jobs: [
+        { model: 'echo', prompt: 'one' },
+        { model: 'nope', prompt: 'two' },
+        { model: 'echo', prompt: 'three', temperature: 9 },
+        { model: 'echo', messages: [{ role: 'user', content: 'four' }] },
+      ],
+    });
+    expect(res.status).toBe(202);
+    expect(res.body.accepted).toBe(2);
+    expect(res.body.rejected).toBe(2);
+    expect(res.body.data[1]).toMatchObject({ index: 1, status: 'rejected', error: { code: 'ERR_MODEL_NOT_FOUND', param: 'jobs[1].model' } });
+    expect(res.body.data[2]).toMatchObject({ index: 2, status: 'rejected', error: { code: 'ERR_REQUEST_INVALID', param: 'jobs[2].temperature' } });
+    const done = await stack.waitFor(res.body.data[3].id, ['completed']);
+    expect(done.result.text).toBe('four');
+    await stack.waitFor(res.body.data[0].id, ['completed']);
+  });
+
+  it('lists queues, serves /healthz, /readyz, /metrics and Bull Board', async () => {
+    const queues = await stack.http('GET', '/v1/queues');
+    expect(queues.status).toBe(200);
+    expect(queues.body.data.map((q: any) => q.model)).toEqual(['echo', 'echo-slow', 'scripted', 'short', 'scripted-file']);
+    expect(queues.body.data[0].completed).toBeGreaterThan(0);
+    expect((await stack.http('GET', '/healthz')).body).toEqual({ status: 'ok' });
+    expect((await stack.http('GET', '/readyz')).status).toBe(200);
+    const metrics = await stack.http('GET', '/metrics');
+    expect(metrics.body).toContain('llmq_jobs_enqueued_total{model="echo",source="http"}');
+    expect(metrics.body).toMatch(/llmq_queue_jobs\{model="echo",state="completed"\} [1-9]/);
+    const board = await fetch(`${stack.url}/admin/queues`);
+    expect(board.status).toBe(200);
+    expect(await board.text()).toContain('<!DOCTYPE html>');
+    const api = await stack.http('GET', '/admin/queues/api/queues');
+    expect(api.status).toBe(200);
+    expect(JSON.stringify(api.body)).toContain('_dlq');
+  });
+
+  it('answers 4xx for bad input and enqueues nothing', async () => {
+    const before = (await stack.http('GET', '/v1/queues')).body.data;
+    const total = (rows: any[]) => rows.reduce((n, q) => n + q.waiting + q.active + q.delayed + q.completed + q.failed, 0);
+    const cases: [string, string, unknown, number, string | null, Record<string, string>?][] = [
+      ['POST', '/v1/jobs', '{not json', 400, null],
+      ['POST', '/v1/jobs', '[]', 400, null],
+      ['POST', '/v1/jobs', {}, 400, 'model'],
+      ['POST', '/v1/jobs', { model: 'echo' }, 400, 'prompt'],
+      ['POST', '/v1/jobs', { prompt: 'x' }, 400, 'model'],
+      ['POST', '/v1/jobs', { model: 'nope', prompt: 'x' }, 404, 'model'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', messages: [{ role: 'user', content: 'y' }] }, 400, 'messages'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 42 }, 400, 'prompt'],
+      ['POST', '/v1/jobs', { model: 'echo', messages: [] }, 400, 'messages'],
+      ['POST', '/v1/jobs', { model: 'echo', messages: [{ role: 'wizard', content: 'y' }] }, 400, 'messages[0].role'],
+      ['POST', '/v1/jobs', { model: 'echo', messages: [{ role: 'user' }] }, 400, 'messages[0].content'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', max_tokens: 0 }, 400, 'max_tokens'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', max_tokens: 1.5 }, 400, 'max_tokens'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', temperature: -1 }, 400, 'temperature'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', top_p: 2 }, 400, 'top_p'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', stop: ['a', ''] }, 400, 'stop[1]'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', priority: 0 }, 400, 'priority'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', timeout_ms: -5 }, 400, 'timeout_ms'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', metadata: 'nope' }, 400, 'metadata'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', frobnicate: true }, 400, 'frobnicate'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', min_p: 0.1 }, 400, 'min_p'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', template: '../etc/passwd' }, 400, 'template'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', response_format: { type: 'xml' } }, 400, 'response_format.type'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', min_tokens: 5, max_tokens: 2 }, 400, 'min_tokens'],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x' }, 400, 'idempotency_key', { 'Idempotency-Key': 'a', 'x-unused': '1' }],
+      ['POST', '/v1/jobs', { model: 'echo', prompt: 'x'.repeat(2_000_000) }, 413, null],
+      ['POST', '/v1/jobs/batch', { jobs: [] }, 400, 'jobs'],
+      ['POST', '/v1/jobs/batch', { jobs: {} }, 400, 'jobs'],
+      ['POST', '/v1/jobs/batch', { jobs: [{ model: 'echo', prompt: 'x' }], extra: 1 }, 400, 'extra'],
+      ['POST', '/v1/jobs/batch', { jobs: [{ model: 'nope', prompt: 'x' }] }, 400, null],
+      ['GET', '/v1/jobs/job_doesnotexist', undefined, 404, 'id'],
+      ['DELETE', '/v1/jobs/job_doesnotexist', undefined, 404, 'id'],
+      ['GET', '/v1/dlq/job_doesnotexist', undefined, 404, 'id'],
+      ['POST', '/v1/queues/nope/pause', undefined, 404, 'model'],
+      ['GET', '/v1/nothing-here', undefined, 404, null],
+    ];
+    for (const [method, path, body, status, param, headers] of cases) {
+      // The idempotency mismatch case sends a different key in the body and header.
+      const b = param === 'idempotency_key' ? { ...(body as object), idempotency_key: 'b' } : body;
+      const res = await stack.http(method, path, b, headers ?? {});
+      expect(res.status, `${method} ${path} ${JSON.stringify(b)?.slice(0, 80)}`).toBe(status);
+      expect(res.body.error, `${method} ${path}`).toBeDefined();
+      expect(typeof res.body.error.message).toBe('string');
+      expect(res.body.error.code).toMatch(/^ERR_/);
+      if (param !== null) expect(res.body.error.param, `${method} ${path} ${JSON.stringify(b)?.slice(0, 80)}`).toBe(param);
+    }
+    expect(cases.length).toBeGreaterThanOrEqual(20);
+    const after = (await stack.http('GET', '/v1/queues')).body.data;
+    expect(total(after)).toBe(total(before));
+  });
+});
+
+describe('gateway auth and Redis outages', () => {
+  let stack: Stack;
+  const key = 'test-key-0123456789';
+  beforeAll(async () => {
+    stack = await startStack({ workers: 0, config: { gateway: { port: 0, host: '127.0.0.1', api_keys: [key] } } });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it('requires an API key except on public paths; Bull Board takes Basic auth', async () => {
+    const no = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'x' });
+    expect(no.status).toBe(401);
+    expect(no.body.error).toMatchObject({ code: 'ERR_AUTH_REQUIRED', type: 'authentication_error' });
+    expect((await stack.http('GET', '/v1/queues', undefined, { authorization: 'Bearer wrong-key-123' })).status).toBe(401);
+    expect((await stack.http('GET', '/v1/queues', undefined, { authorization: `Bearer ${key}` })).status).toBe(200);
+    expect((await stack.http('GET', '/v1/queues', undefined, { 'x-api-key': key })).status).toBe(200);
+    expect((await stack.http('GET', '/healthz')).status).toBe(200);
+    expect((await stack.http('GET', '/metrics')).status).toBe(200);
+    const board = await fetch(`${stack.url}/admin/queues`);
+    expect(board.status).toBe(401);
+    expect(board.headers.get('www-authenticate')).toContain('Basic');
+    const basic = Buffer.from(`admin:${key}`).toString('base64');
+    expect((await fetch(`${stack.url}/admin/queues`, { headers: { authorization: `Basic ${basic}` } })).status).toBe(200);
+  });
+
+  it('answers 503 fast while Redis is down, and recovers when it is back', async () => {
+    const auth = { authorization: `Bearer ${key}` };
+    await stack.redis.kill();
+    try {
+      const started = Date.now();
+      const res = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'x' }, auth);
+      expect(res.status).toBe(503);
+      expect(res.body.error.code).toBe('ERR_REDIS_UNAVAILABLE');
+      expect(res.headers.get('retry-after')).toBe('5');
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect((await stack.http('GET', '/readyz')).status).toBe(503);
+      expect((await stack.http('GET', '/v1/queues', undefined, auth)).status).toBe(503);
+    } finally {
+      await stack.redis.start();
+    }
+    let ok = false;
+    for (let i = 0; i < 100 && !ok; i++) {
+      ok = (await stack.http('GET', '/readyz')).status === 200;
+      if (!ok) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(ok).toBe(true);
+    const res = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'x' }, auth);
+    expect(res.status).toBe(202);
+  });
+});

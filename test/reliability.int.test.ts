@@ -1,0 +1,163 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startRedis } from '@llmq/testing';
+import { startStack, type Stack } from './helpers/stack.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function starts(file: string): Map<string, number> {
+  const counts = new Map<string, number>();
+  if (!existsSync(file)) return counts;
+  for (const id of readFileSync(file, 'utf8').split('\n')) if (id) counts.set(id, (counts.get(id) ?? 0) + 1);
+  return counts;
+}
+
+async function enqueueMany(stack: Stack, model: string, n: number, extra: Record<string, unknown> = {}): Promise<string[]> {
+  const ids: string[] = [];
+  for (let off = 0; off < n; off += 100) {
+    const jobs = Array.from({ length: Math.min(100, n - off) }, (_, i) => ({ model, prompt: `job ${off + i}`, ...extra }));
+    const res = await stack.http('POST', '/v1/jobs/batch', { jobs });
+    expect(res.status).toBe(202);
+    ids.push(...res.body.data.map((d: any) => d.id));
+  }
+  return ids;
+}
+
+async function waitAllCompleted(stack: Stack, model: string, n: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const q = (await stack.http('GET', '/v1/queues')).body.data.find((r: any) => r.model === model);
+    if (q.completed >= n) return;
+    if (Date.now() > deadline) throw new Error(`only ${q.completed}/${n} completed: ${JSON.stringify(q)}`);
+    await sleep(100);
+  }
+}
+
+describe('reliability with worker child processes', () => {
+  let stack: Stack | undefined;
+  afterEach(async () => {
+    await stack?.close();
+    stack = undefined;
+  });
+
+  it('loses no job when a worker is SIGKILLed 3 times mid-run', async () => {
+    const record = join(tmpdir(), `llmq-starts-${process.pid}-${Date.now()}`);
+    stack = await startStack({
+      workers: 2,
+      config: { models: [{ name: 'scripted', backend: 'test-scripted', concurrency: 8, options: { delay_ms: 60, record_file: record } }] },
+    });
+    const ids = await enqueueMany(stack, 'scripted', 500);
+    expect(new Set(ids).size).toBe(500);
+    let kills = 0;
+    for (let round = 0; round < 3; round++) {
+      await sleep(400);
+      const victim = stack.workers.find((w) => w.child.exitCode === null)!;
+      victim.kill('SIGKILL');
+      await victim.exited;
+      kills++;
+      await stack.spawnWorker();
+    }
+    expect(kills).toBe(3);
+    await waitAllCompleted(stack, 'scripted', 500, 90_000);
+    for (const id of ids) {
+      const job = await stack.http('GET', `/v1/jobs/${id}`);
+      expect(job.body.status, id).toBe('completed');
+      expect(job.body.result.text).toBe(`ok:${id}`);
+    }
+    const counts = starts(record);
+    const duplicated = [...counts.values()].filter((n) => n > 1).length;
+    const totalStarts = [...counts.values()].reduce((a, b) => a + b, 0);
+    console.log(`[reliability] 500 jobs, ${kills} SIGKILLs: all completed; ${totalStarts} starts, ${duplicated} jobs started more than once (re-run after their worker died)`);
+    expect(counts.size).toBe(500);
+    expect(ids.every((id) => counts.has(id))).toBe(true);
+    // Killed workers held jobs in flight, so some jobs must have been re-run.
+    expect(duplicated).toBeGreaterThan(0);
+    const dlq = await stack.http('GET', '/v1/dlq');
+    expect(dlq.body.total).toBe(0);
+  }, 120_000);
+
+  it('SIGTERM lets in-flight jobs finish, takes no new ones, and leaves nothing active or stalled', async () => {
+    stack = await startStack({
+      workers: 1,
+      config: { models: [{ name: 'scripted', backend: 'test-scripted', concurrency: 4, options: { delay_ms: 1500 } }] },
+    });
+    const ids = await enqueueMany(stack, 'scripted', 8);
+    for (;;) {
+      const q = (await stack.http('GET', '/v1/queues')).body.data[0];
+      if (q.active === 4) break;
+      await sleep(50);
+    }
+    const worker = stack.workers[0]!;
+    worker.kill('SIGTERM');
+    const code = await worker.exited;
+    expect(code, worker.output()).toBe(0);
+    const q = (await stack.http('GET', '/v1/queues')).body.data[0];
+    expect(q).toMatchObject({ active: 0, completed: 4, waiting: 4, failed: 0, delayed: 0 });
+    const views = await Promise.all(ids.map(async (id) => (await stack!.http('GET', `/v1/jobs/${id}`)).body));
+    expect(views.filter((v) => v.status === 'completed').every((v) => v.attempts === 1)).toBe(true);
+    expect(worker.output()).not.toContain('stalled');
+    await stack.spawnWorker();
+    await waitAllCompleted(stack, 'scripted', 8, 20_000);
+  }, 60_000);
+
+  it('SIGTERM past the grace period hands in-flight jobs back without spending an attempt', async () => {
+    stack = await startStack({
+      workers: 1,
+      config: {
+        worker: { metrics_port: 0, shutdown_grace_ms: 300, watchdog_ms: 0 },
+        models: [{ name: 'scripted', backend: 'test-scripted', concurrency: 2, attempts: 1, options: { delay_ms: 3000 } }],
+      },
+    });
+    const ids = await enqueueMany(stack, 'scripted', 2);
+    for (;;) {
+      const q = (await stack.http('GET', '/v1/queues')).body.data[0];
+      if (q.active === 2) break;
+      await sleep(50);
+    }
+    stack.workers[0]!.kill('SIGTERM');
+    await stack.workers[0]!.exited;
+    const q = (await stack.http('GET', '/v1/queues')).body.data[0];
+    expect(q.active).toBe(0);
+    expect(q.failed).toBe(0);
+    await stack.spawnWorker();
+    await waitAllCompleted(stack, 'scripted', 2, 20_000);
+    for (const id of ids) expect((await stack.http('GET', `/v1/jobs/${id}`)).body.status).toBe('completed');
+  }, 60_000);
+
+  it('keeps consuming across a Redis restart and a frozen Redis', async () => {
+    const redis = await startRedis({ persistent: true });
+    try {
+      stack = await startStack({
+        redis,
+        workers: 1,
+        config: { models: [{ name: 'scripted', backend: 'test-scripted', concurrency: 4, options: { delay_ms: 50 } }] },
+      });
+      const first = await enqueueMany(stack, 'scripted', 40);
+      await sleep(150);
+      await redis.restart();
+      // Jobs enqueued after the restart must be consumed by the same worker process.
+      let second: string[] = [];
+      for (let i = 0; i < 100 && second.length === 0; i++) {
+        try {
+          second = await enqueueMany(stack, 'scripted', 20);
+        } catch {
+          await sleep(100);
+        }
+      }
+      await waitAllCompleted(stack, 'scripted', 60, 45_000);
+      redis.freeze();
+      await sleep(2_000);
+      redis.unfreeze();
+      const third = await enqueueMany(stack, 'scripted', 20);
+      await waitAllCompleted(stack, 'scripted', 80, 45_000);
+      for (const id of [...first, ...second, ...third]) expect((await stack.http('GET', `/v1/jobs/${id}`)).body.status).toBe('completed');
+      expect(stack.workers[0]!.child.exitCode).toBeNull();
+    } finally {
+      await stack?.close();
+      stack = undefined;
+      await redis.stop();
+    }
+  }, 120_000);
+});

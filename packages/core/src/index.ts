@@ -7,3 +7,4 @@ export * from './registry.js';
 export * from './plugins.js';
 export * from './echo-backend.js';
 export * from './validation.js';
+export * from './error-docs.js';

@@ -1,0 +1,25 @@
+import { ERROR_CODES } from './errors.js';
+
+/** The text of docs/errors.md, generated from the one registry of codes. */
+export function renderErrorDocs(): string {
+  let out = `# Error codes
+
+Every llmq error carries a code \`ERR_<AREA>_<WHAT>\`. HTTP errors have one shape everywhere (OpenAI's):
+
+\`\`\`json
+{ "error": { "message": "temperature: Too big: expected number to be <=2", "type": "invalid_request_error", "code": "ERR_REQUEST_INVALID", "param": "temperature" } }
+\`\`\`
+
+A failed job keeps its code at the start of BullMQ's failure reason (\`ERR_JOB_TIMEOUT: …\`), so check
+errors by code (\`errorCode(err)\` from \`@llmq/core\`), never with \`instanceof\`. *Retried* says whether
+a job failing with the code is attempted again (exponential backoff) before it is dead-lettered.
+
+| code | HTTP | type | retried | meaning |
+| --- | --- | --- | --- | --- |
+`;
+  for (const [code, info] of Object.entries(ERROR_CODES)) {
+    out += `| \`${code}\` | ${info.status} | ${info.type} | ${info.retryable ? 'yes' : 'no'} | ${info.meaning} |\n`;
+  }
+  out += '\nGenerated from `packages/core/src/errors.ts` by `npm run docs:errors`; a unit test fails when it is stale.\n';
+  return out;
+}

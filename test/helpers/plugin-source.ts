@@ -16,6 +16,23 @@ function sleep(ms, signal) {
   });
 }
 
+export const scriptedSink = {
+  kind: 'sink',
+  type: 'test-sink',
+  configSchema: { safeParse: (v) => ({ success: true, data: { record_file: null, fail_file: null, ...(v ?? {}) } }) },
+  create({ name, config }) {
+    return {
+      name,
+      async check() {},
+      async close() {},
+      async write(input) {
+        if (config.fail_file && existsSync(config.fail_file)) throw new Error('ERR_SINK_WRITE: receiver down');
+        if (config.record_file) appendFileSync(config.record_file, input.jobId + ' ' + input.result.text + '\\n');
+      },
+    };
+  },
+};
+
 export const scriptedBackend = {
   kind: 'backend',
   type: 'test-scripted',

@@ -1,9 +1,23 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { Client } from './client.js';
 import { runDev } from './dev.js';
+import { loadtest } from './loadtest.js';
 
 const program = new Command();
-program.name('llmq').description('A job queue for LLM work on Redis').showHelpAfterError();
+program
+  .name('llmq')
+  .description('A job queue for LLM work on Redis')
+  .showHelpAfterError()
+  .addOption(new Option('--url <url>', 'gateway URL').env('LLMQ_URL').default('http://127.0.0.1:8080'))
+  .addOption(new Option('--api-key <key>', 'API key').env('LLMQ_API_KEY'));
+
+const client = () => {
+  const o = program.opts<{ url: string; apiKey?: string }>();
+  return new Client({ url: o.url, apiKey: o.apiKey });
+};
+const print = (value: unknown) => console.log(JSON.stringify(value, null, 2));
 
 program
   .command('dev')
@@ -11,6 +25,72 @@ program
   .option('-c, --config <path>', 'config file (default: $LLMQ_CONFIG or config/default.yaml)')
   .option('-p, --port <port>', 'gateway port (default: $PORT or 8080)', (v) => Number(v))
   .action(async (opts: { config?: string; port?: number }) => runDev(opts));
+
+program
+  .command('enqueue')
+  .description('enqueue a job; with --wait print the result, with --stream print tokens as they come')
+  .argument('<model>', 'model name')
+  .argument('[prompt]', 'prompt text (default: read stdin)')
+  .option('--max-tokens <n>', 'max_tokens', (v) => Number(v))
+  .option('--temperature <t>', 'temperature', (v) => Number(v))
+  .option('--priority <n>', 'priority (1 = most urgent)', (v) => Number(v))
+  .option('--idempotency-key <key>', 'Idempotency-Key header')
+  .option('--json <body>', 'extra JSON fields merged into the request')
+  .option('-w, --wait', 'wait for the result')
+  .option('-s, --stream', 'stream tokens to stdout')
+  .action(async (model: string, prompt: string | undefined, o: { maxTokens?: number; temperature?: number; priority?: number; idempotencyKey?: string; json?: string; wait?: boolean; stream?: boolean }) => {
+    const body = {
+      model,
+      prompt: prompt ?? readFileSync(0, 'utf8'),
+      ...(o.maxTokens !== undefined ? { max_tokens: o.maxTokens } : {}),
+      ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
+      ...(o.priority !== undefined ? { priority: o.priority } : {}),
+      ...(o.json ? (JSON.parse(o.json) as object) : {}),
+    };
+    const c = client();
+    const job = await c.call('POST', '/v1/jobs', body, o.idempotencyKey ? { 'idempotency-key': o.idempotencyKey } : {});
+    if (!o.wait && !o.stream) return print(job);
+    for await (const e of c.events(job.id)) {
+      if (e.event === 'token' && o.stream) process.stdout.write(e.data.text);
+      if (e.event === 'completed') {
+        if (o.stream) process.stdout.write('\n');
+        else print(e.data);
+        return;
+      }
+      if (e.event === 'failed' || e.event === 'cancelled') {
+        print(e.data);
+        process.exitCode = 1;
+        return;
+      }
+    }
+  });
+
+program.command('status').description('show a job').argument('<id>').action(async (id: string) => print(await client().call('GET', `/v1/jobs/${encodeURIComponent(id)}`)));
+program.command('cancel').description('cancel a job').argument('<id>').action(async (id: string) => print(await client().call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`)));
+program.command('queues').description('job counts per model queue').action(async () => print(await client().call('GET', '/v1/queues')));
+
+const queue = program.command('queue').description('pause or resume a model queue');
+queue.command('pause').argument('<model>').action(async (m: string) => print(await client().call('POST', `/v1/queues/${encodeURIComponent(m)}/pause`)));
+queue.command('resume').argument('<model>').description('resume (e.g. after insufficient_quota paused it)').action(async (m: string) => print(await client().call('POST', `/v1/queues/${encodeURIComponent(m)}/resume`)));
+
+const dlq = program.command('dlq').description('dead-letter queue');
+dlq.command('list').option('--limit <n>', 'entries', (v) => Number(v), 100).action(async (o: { limit: number }) => print(await client().call('GET', `/v1/dlq?limit=${o.limit}`)));
+dlq.command('replay').argument('<id...>').description('put dead-lettered jobs back in their queues').action(async (ids: string[]) => {
+  for (const id of ids) print(await client().call('POST', `/v1/dlq/${encodeURIComponent(id)}/replay`));
+});
+
+program
+  .command('loadtest')
+  .description('send N jobs (optionally paced) and report latency, time to first token and throughput')
+  .requiredOption('-m, --model <model>', 'model')
+  .option('-n, --count <n>', 'jobs', (v) => Number(v), 100)
+  .option('--rps <r>', 'requests per second (0 = unpaced)', (v) => Number(v), 0)
+  .option('-c, --concurrency <n>', 'jobs in flight', (v) => Number(v), 16)
+  .option('--prompt <text>', 'prompt', 'Say something about queues')
+  .option('--max-tokens <n>', 'max_tokens', (v) => Number(v))
+  .action(async (o: { model: string; count: number; rps: number; concurrency: number; prompt: string; maxTokens?: number }) => {
+    print(await loadtest(client(), o, (l) => console.error(l)));
+  });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`llmq: ${(err as Error).message}`);

@@ -338,6 +338,11 @@ export class Producer {
     const state = await job.getState().catch((err: unknown) => {
       throw asRedisError(err);
     });
+    if ((state === 'completed' || state === 'failed') && job.finishedOn === undefined) {
+      // It finished between reading the job and its state: read it again for the result.
+      const fresh = await this.findJob(id);
+      if (fresh) return this.view(fresh, state);
+    }
     return this.view(job, state);
   }
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+import { collectDefaultMetrics } from 'prom-client';
+import { loadConfig } from '@llmq/config';
+import { createPlatform } from '@llmq/platform';
+import { createLogger } from '@llmq/queue';
+import { startMetricsServer } from '@llmq/worker';
+import { startConnector } from './run.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger({ level: config.log_level, name: 'llmq-connector' });
+  const platform = await createPlatform(config);
+  collectDefaultMetrics({ prefix: 'llmq_connector_process_' });
+  const handle = await startConnector({ platform, logger });
+  const metricsServer = config.worker.metrics_port > 0 ? await startMetricsServer(config.worker.metrics_port) : undefined;
+  logger.info({ sources: platform.sources.map((s) => s.config.name) }, 'connector ready');
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'connector shutting down');
+    setTimeout(() => process.exit(1), 15_000).unref();
+    void handle
+      .close()
+      .then(() => metricsServer?.close())
+      .then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  console.error(`llmq connector: ${(err as Error).message}`);
+  process.exit(1);
+});

@@ -1,2 +1,3 @@
 export * from './redis-server.js';
 export * from './fault-server.js';
+export * from './fake-kv.js';

@@ -8,6 +8,8 @@ import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitRead
 import { validateForModel, type Platform } from '@llmq/platform';
 import { apiKeyAuth } from './auth.js';
 import { streamJobEvents } from './sse.js';
+import { openAiRouter } from './openai-routes.js';
+import { textSynthRouter } from './textsynth-routes.js';
 
 export interface GatewayOptions {
   platform: Platform;
@@ -247,6 +249,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       data: [...platform.models.values()].map((m) => ({ id: m.config.name, object: 'model', created: 0, owned_by: 'llmq', backend: m.definition.type, description: m.config.description ?? null })),
     });
   });
+
+  app.use(openAiRouter({ platform, producer, hub, logger: log }));
+  app.use(textSynthRouter({ platform, producer, hub, logger: log }));
 
   if (config.gateway.admin.enabled) {
     const serverAdapter = new ExpressAdapter();

@@ -24,6 +24,8 @@ export interface EnqueueOptions {
   /** Scope of idempotency keys (the API key id), so tenants never collide. */
   keyId?: string | undefined;
   source?: SourceRef | undefined;
+  /** Use this id (callers that subscribe to the job's events before enqueueing). */
+  id?: string | undefined;
 }
 
 export interface EnqueueResult {
@@ -187,7 +189,7 @@ export class Producer {
       const queue = this.queue(model.name);
       if (key === undefined) {
         await this.checkBacklog(model.name);
-        const id = newJobId();
+        const id = options.id ?? newJobId();
         await queue.add('llm', data, jobOptions(this.config, model, toBullId(id), request.priority));
         return { id, created: true };
       }

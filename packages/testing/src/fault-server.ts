@@ -39,7 +39,7 @@ export type Fault = FaultBase &
         type: 'ok';
         /** Answer this text (streamed as its whitespace-separated words) instead of the echo. */
         text?: string;
-        /** Wait between streamed chunks. */
+        /** Wait between streamed chunks (a non-streamed answer waits as long in all). */
         tokenDelayMs?: number;
         /** Leave usage / token counts out of the answer. @defaultValue true (included) */
         usage?: boolean;
@@ -97,7 +97,7 @@ export interface FaultServerOptions {
   port?: number;
   /** When set, requests without `Authorization: Bearer <apiKey>` get 401. */
   apiKey?: string;
-  /** Default wait between streamed chunks for normal answers. @defaultValue 0 */
+  /** Default wait per token for normal answers, streamed or not. @defaultValue 0 */
   tokenDelayMs?: number;
   /** Engine ids listed by `GET /v1/engines` and model ids by `GET /v1/models`. @defaultValue ['test'] */
   models?: string[];
@@ -277,6 +277,9 @@ export async function startFaultServer(options: FaultServerOptions = {}): Promis
     const id = `fault-${requests.length}`;
 
     if (!stream) {
+      // A whole answer takes as long as streaming it would.
+      await sleep(tokenDelay * p.pieces.length);
+      if (res.destroyed) return;
       if (cut) {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.write('{"id":');

@@ -289,7 +289,7 @@ describe('openai backend: check()', () => {
   });
 
   it('fails with ERR_BACKEND_AUTH on a wrong key', async () => {
-    const b = openAiBackend.create({ name: 'remote', config: openAiConfigSchema.parse({ base_url: `${server.url}/v1`, api_key_env: 'WRONG' }), concurrency: 1 }, { ...ctx, env: { WRONG: 'nope' } });
+    const b = await openAiBackend.create({ name: 'remote', config: openAiConfigSchema.parse({ base_url: `${server.url}/v1`, api_key_env: 'WRONG' }), concurrency: 1 }, { ...ctx, env: { WRONG: 'nope' } });
     await expect(b.check()).rejects.toMatchObject({ code: 'ERR_BACKEND_AUTH' });
   });
 

@@ -16,4 +16,5 @@ export {
 } from './config.js';
 export { documentToJob, mongoJobId, idString, asMongoRef, type MongoRef, type WriteBack } from './mapping.js';
 export { markDocumentFailed, writeResultBack, upsertResult, type FailureInfo, type ResultWriteOutcome } from './writes.js';
+export { parseSeedWorkerArgs, type SeedWorkerFragment } from './seed-args.js';
 export type { MongoClientLike, DbLike, CollectionLike, ChangeStreamLike, ChangeEvent, FindCursorLike, EjsonLike } from './driver.js';

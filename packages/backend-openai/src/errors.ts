@@ -11,7 +11,8 @@ export function abortError(signal: AbortSignal): Error {
 const CONTEXT_MESSAGE = /context length|context window|maximum context|too many tokens|prompt is too long|exceeds the model/i;
 
 function isContextLength(code: string | undefined, message: string): boolean {
-  return code === 'context_length_exceeded' || code === 'string_above_max_length' || CONTEXT_MESSAGE.test(message);
+  // ERR_BACKEND_CONTEXT_LENGTH: another llmq gateway in front of the model says it in its own code.
+  return code === 'context_length_exceeded' || code === 'string_above_max_length' || code === 'ERR_BACKEND_CONTEXT_LENGTH' || CONTEXT_MESSAGE.test(message);
 }
 
 function str(value: unknown): string | undefined {
@@ -53,7 +54,7 @@ export function toLlmqError(err: unknown, signal: AbortSignal): Error {
     const make = (code: ErrorCode, extra: Record<string, unknown> = {}) =>
       new LlmqError(code, message, { cause: err, details: { ...details, ...extra }, param: err.param ?? undefined });
 
-    if (backendCode === 'insufficient_quota' || backendType === 'insufficient_quota') return make('ERR_BACKEND_QUOTA');
+    if (backendCode === 'insufficient_quota' || backendType === 'insufficient_quota' || backendCode === 'ERR_BACKEND_QUOTA') return make('ERR_BACKEND_QUOTA');
     if (status === undefined) {
       // An error event inside a stream: the answer is incomplete whatever the cause.
       if (isContextLength(backendCode, message)) return make('ERR_BACKEND_CONTEXT_LENGTH');

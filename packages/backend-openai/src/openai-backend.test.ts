@@ -176,6 +176,7 @@ describe('openai backend: errors', () => {
     { name: '400', fault: { type: 'status', status: 400, code: 'invalid_value', message: 'bad top_p' }, code: 'ERR_BACKEND_BAD_REQUEST', retryable: false, details: { status: 400, backend_code: 'invalid_value' } },
     { name: '400 context_length_exceeded', fault: { type: 'context_length' }, code: 'ERR_BACKEND_CONTEXT_LENGTH', retryable: false },
     { name: '400 context length by message only', fault: { type: 'status', status: 400, message: "This model's maximum context length is 4096 tokens" }, code: 'ERR_BACKEND_CONTEXT_LENGTH', retryable: false },
+    { name: '400 from an llmq gateway (its own code)', fault: { type: 'status', status: 400, code: 'ERR_BACKEND_CONTEXT_LENGTH', message: 'does not fit' }, code: 'ERR_BACKEND_CONTEXT_LENGTH', retryable: false },
     { name: '403', fault: { type: 'status', status: 403, message: 'region not allowed' }, code: 'ERR_BACKEND_AUTH', retryable: false },
     { name: '429 Retry-After seconds', fault: { type: 'rate_limit', retryAfter: '2' }, code: 'ERR_BACKEND_RATE_LIMITED', retryable: true, details: { status: 429, retry_after_ms: 2000 } },
     { name: '429 retry-after-ms', fault: { type: 'rate_limit', retryAfter: null, headers: { 'retry-after-ms': '750' } }, code: 'ERR_BACKEND_RATE_LIMITED', retryable: true, details: { retry_after_ms: 750 } },

@@ -98,6 +98,10 @@ describe('httpError', () => {
     [403, 'forbidden', 'ERR_BACKEND_AUTH', false],
     [404, '{"error":"unknown engine"}', 'ERR_BACKEND_BAD_REQUEST', false],
     [429, '{"error":{"message":"quota","code":"insufficient_quota"}}', 'ERR_BACKEND_QUOTA', false],
+    // An llmq gateway's TextSynth front door: { error, code } with llmq's codes.
+    [429, '{"error":"quota gone","code":"ERR_BACKEND_QUOTA"}', 'ERR_BACKEND_QUOTA', false],
+    [400, '{"error":"does not fit","code":"ERR_BACKEND_CONTEXT_LENGTH"}', 'ERR_BACKEND_CONTEXT_LENGTH', false],
+    [429, '{"error":"queue full","code":"ERR_QUEUE_FULL"}', 'ERR_BACKEND_RATE_LIMITED', false],
     [500, 'oops', 'ERR_BACKEND_UNAVAILABLE', true],
     [503, '', 'ERR_BACKEND_UNAVAILABLE', true],
   ])('%d %s → %s', (status, body, code, serverFault) => {

@@ -155,7 +155,8 @@ export function httpError(status: number, headers: Headers, bodyText: string, ur
   if (backendCode !== undefined) details['backend_code'] = backendCode;
   if (backendType !== undefined) details['backend_type'] = backendType;
   const make = (code: ErrorCode, extra: Record<string, unknown> = {}) => new LlmqError(code, `${status} from ${url}: ${message}`, { details: { ...details, ...extra } });
-  const quota = backendCode === 'insufficient_quota' || backendType === 'insufficient_quota';
+  // ERR_BACKEND_*: an llmq gateway's TextSynth front door in front of the model, saying it in llmq's codes.
+  const quota = backendCode === 'insufficient_quota' || backendType === 'insufficient_quota' || backendCode === 'ERR_BACKEND_QUOTA';
   if (quota) return { error: make('ERR_BACKEND_QUOTA'), serverFault: false };
   if (status === 429) {
     const wait = retryAfterMs(headers);
@@ -163,6 +164,6 @@ export function httpError(status: number, headers: Headers, bodyText: string, ur
   }
   if (status === 401 || status === 403) return { error: make('ERR_BACKEND_AUTH'), serverFault: false };
   if (status === 408 || status >= 500) return { error: make('ERR_BACKEND_UNAVAILABLE'), serverFault: true };
-  const context = backendCode === 'context_length_exceeded' || CONTEXT_MESSAGE.test(message);
+  const context = backendCode === 'context_length_exceeded' || backendCode === 'ERR_BACKEND_CONTEXT_LENGTH' || CONTEXT_MESSAGE.test(message);
   return { error: make(context ? 'ERR_BACKEND_CONTEXT_LENGTH' : 'ERR_BACKEND_BAD_REQUEST'), serverFault: false };
 }

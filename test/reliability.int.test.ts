@@ -10,7 +10,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function starts(file: string): Map<string, number> {
   const counts = new Map<string, number>();
   if (!existsSync(file)) return counts;
-  for (const id of readFileSync(file, 'utf8').split('\n')) if (id) counts.set(id, (counts.get(id) ?? 0) + 1);
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const id = line.split(' ')[0];
+    if (id) counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
   return counts;
 }
 

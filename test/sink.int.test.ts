@@ -40,7 +40,7 @@ describe('sinks', () => {
     rmSync(down);
     const job = await stack.waitFor(id, ['completed'], 20_000);
     expect(job.attempts).toBeGreaterThanOrEqual(2);
-    expect(lines(generations).filter((l) => l === id)).toHaveLength(1);
+    expect(lines(generations).filter((l) => l.split(' ')[0] === id)).toHaveLength(1);
     expect(lines(writes)).toEqual([`${id} ok:${id}`]);
   });
 });

@@ -80,21 +80,22 @@ function parseCommandStats(info) {
   return out;
 }
 
-async function redisCpuSeconds(admin) {
-  const info = await admin.info('cpu');
-  const user = Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? 0);
-  const sys = Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? 0);
-  return user + sys;
+/** Redis process CPU seconds and its socket reads/writes (Redis ≥ 6), read before and after a phase. */
+async function redisCounters(admin) {
+  const info = await admin.info();
+  const num = (name) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
+  return { cpu: num('used_cpu_user') + num('used_cpu_sys'), reads: num('total_reads_processed'), writes: num('total_writes_processed') };
 }
 
+function redisDelta(a, b, n) {
+  return { redis_cpu_us: round(((b.cpu - a.cpu) * 1e6) / n, 1), redis_reads: round((b.reads - a.reads) / n, 2), redis_writes: round((b.writes - a.writes) / n, 2) };
+}
+
+/** Commands per job from commandstats; includes the commands run inside Lua scripts. */
 function perJob(stats, n) {
   let calls = 0;
-  let usec = 0;
-  for (const { calls: c, usec: u } of Object.values(stats)) {
-    calls += c;
-    usec += u;
-  }
-  return { commands: round(calls / n, 2), redis_usec: round(usec / n, 1) };
+  for (const [cmd, { calls: c }] of Object.entries(stats)) if (!cmd.startsWith('config') && cmd !== 'info') calls += c;
+  return { commands: round(calls / n, 2) };
 }
 
 const round = (x, d = 0) => (x === null || x === undefined || Number.isNaN(x) ? null : Math.round(x * 10 ** d) / 10 ** d);
@@ -239,7 +240,7 @@ async function runSide(kind, redis, admin, { n, paced, monitor }) {
   }
 
   const cpu0 = process.cpuUsage();
-  const rcpu0 = await redisCpuSeconds(admin);
+  const rc0 = await redisCounters(admin);
   await admin.config('RESETSTAT');
   if (monitor) {
     await monitor.settle();
@@ -254,7 +255,7 @@ async function runSide(kind, redis, admin, { n, paced, monitor }) {
   }
   const enqueueStats = parseCommandStats(await admin.info('commandstats'));
   const cpu1 = process.cpuUsage(cpu0);
-  const rcpu1 = await redisCpuSeconds(admin);
+  const rc1 = await redisCounters(admin);
 
   const started = await side.startWorker();
   const worker = started.worker;
@@ -265,7 +266,7 @@ async function runSide(kind, redis, admin, { n, paced, monitor }) {
   });
   const drained = done.waitFor(n, 120_000);
   const cpu2base = process.cpuUsage();
-  const rcpu2base = await redisCpuSeconds(admin);
+  const rc2 = await redisCounters(admin);
   await admin.config('RESETSTAT');
   if (monitor) {
     await monitor.settle();
@@ -281,7 +282,7 @@ async function runSide(kind, redis, admin, { n, paced, monitor }) {
   }
   const processStats = parseCommandStats(await admin.info('commandstats'));
   const cpu3 = process.cpuUsage(cpu2base);
-  const rcpu3 = await redisCpuSeconds(admin);
+  const rc3 = await redisCounters(admin);
 
   let pacedResult = null;
   if (paced) {
@@ -319,8 +320,8 @@ async function runSide(kind, redis, admin, { n, paced, monitor }) {
     enqueue_s: round(enqueueS, 3),
     process_s: round(processS, 3),
     per_job: {
-      enqueue: { ...perJob(enqueueStats, n), node_cpu_us: round((cpu1.user + cpu1.system) / n, 1), redis_cpu_us: round(((rcpu1 - rcpu0) * 1e6) / n, 1) },
-      process: { ...perJob(processStats, n), node_cpu_us: round((cpu3.user + cpu3.system) / n, 1), redis_cpu_us: round(((rcpu3 - rcpu2base) * 1e6) / n, 1) },
+      enqueue: { ...perJob(enqueueStats, n), node_cpu_us: round((cpu1.user + cpu1.system) / n, 1), ...redisDelta(rc0, rc1, n) },
+      process: { ...perJob(processStats, n), node_cpu_us: round((cpu3.user + cpu3.system) / n, 1), ...redisDelta(rc2, rc3, n) },
     },
     commandstats: { enqueue: enqueueStats, process: processStats },
     paced: pacedResult,
@@ -485,8 +486,10 @@ async function main() {
         paced_p99_ms: min((r) => r.paced.latency_ms.p99),
         enqueue_commands_per_job: rs[0].per_job.enqueue.commands,
         process_commands_per_job: rs[0].per_job.process.commands,
-        enqueue_redis_usec_per_job: min((r) => r.per_job.enqueue.redis_usec),
-        process_redis_usec_per_job: min((r) => r.per_job.process.redis_usec),
+        enqueue_redis_cpu_us_per_job: min((r) => r.per_job.enqueue.redis_cpu_us),
+        process_redis_cpu_us_per_job: min((r) => r.per_job.process.redis_cpu_us),
+        enqueue_redis_reads_per_job: rs[0].per_job.enqueue.redis_reads,
+        process_redis_reads_per_job: rs[0].per_job.process.redis_reads,
         enqueue_node_cpu_us_per_job: min((r) => r.per_job.enqueue.node_cpu_us),
         process_node_cpu_us_per_job: min((r) => r.per_job.process.node_cpu_us),
       };
@@ -530,8 +533,10 @@ async function main() {
         [`enqueue→start p99 ms (@${RATE} jobs/s)`, fmt(raw.paced_p99_ms), fmt(llmq.paced_p99_ms), ''],
         ['Redis commands/job, enqueue (incl. in Lua)', fmt(raw.enqueue_commands_per_job, 1), fmt(llmq.enqueue_commands_per_job, 1), ''],
         ['Redis commands/job, process (incl. in Lua)', fmt(raw.process_commands_per_job, 1), fmt(llmq.process_commands_per_job, 1), ''],
-        ['Redis µs/job, enqueue (commandstats)', fmt(raw.enqueue_redis_usec_per_job, 1), fmt(llmq.enqueue_redis_usec_per_job, 1), ''],
-        ['Redis µs/job, process (commandstats)', fmt(raw.process_redis_usec_per_job, 1), fmt(llmq.process_redis_usec_per_job, 1), ''],
+        ['Redis socket reads/job, enqueue', fmt(raw.enqueue_redis_reads_per_job, 2), fmt(llmq.enqueue_redis_reads_per_job, 2), ''],
+        ['Redis socket reads/job, process', fmt(raw.process_redis_reads_per_job, 2), fmt(llmq.process_redis_reads_per_job, 2), ''],
+        ['Redis CPU µs/job, enqueue', fmt(raw.enqueue_redis_cpu_us_per_job, 1), fmt(llmq.enqueue_redis_cpu_us_per_job, 1), ''],
+        ['Redis CPU µs/job, process', fmt(raw.process_redis_cpu_us_per_job, 1), fmt(llmq.process_redis_cpu_us_per_job, 1), ''],
         ['Node CPU µs/job, enqueue', fmt(raw.enqueue_node_cpu_us_per_job, 1), fmt(llmq.enqueue_node_cpu_us_per_job, 1), ''],
         ['Node CPU µs/job, process', fmt(raw.process_node_cpu_us_per_job, 1), fmt(llmq.process_node_cpu_us_per_job, 1), ''],
       ]),

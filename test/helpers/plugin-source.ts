@@ -51,7 +51,7 @@ export const scriptedBackend = {
       async check() {},
       async close() {},
       async generate(input) {
-        if (config.record_file) appendFileSync(config.record_file, input.jobId + '\\n');
+        if (config.record_file) appendFileSync(config.record_file, input.jobId + ' ' + Date.now() + '\\n');
         const meta = input.request.metadata ?? {};
         if (input.attempt <= (meta.fail_attempts ?? 0)) throw new Error('ERR_BACKEND_UNAVAILABLE: scripted failure on attempt ' + input.attempt);
         if (config.fail_file && existsSync(config.fail_file)) throw new Error('ERR_BACKEND_UNAVAILABLE: fail file present');

@@ -43,6 +43,16 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
   });
   res.flushHeaders();
   send(res, 'status', { id, status: view.status, attempts: view.attempts });
+  let sentChars = 0;
+  let attempt = view.status === 'active' ? view.attempts : view.attempts + 1;
+  if (view.status === 'active') {
+    // Replay what was generated before we subscribed; live tokens below skip what this covered.
+    const sofar = (await producer.connection.lrange(producer.keys.tokens(id), 0, -1).catch(() => [] as string[])).join('');
+    if (sofar.length > 0) {
+      send(res, 'token', { text: sofar, index: 0, offset: 0 });
+      sentChars = sofar.length;
+    }
+  }
   let ended = false;
   const end = () => {
     if (ended) return;
@@ -74,10 +84,20 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
   live = (e) => {
     if (ended) return;
     switch (e.type) {
-      case 'token':
-        send(res, 'token', { text: e.text, index: e.index });
+      case 'token': {
+        const end = e.offset + e.text.length;
+        if (end <= sentChars) break;
+        const text = e.offset < sentChars ? e.text.slice(sentChars - e.offset) : e.text;
+        send(res, 'token', { text, index: e.index, offset: sentChars });
+        sentChars = end;
         break;
+      }
       case 'status':
+        if (e.status === 'active' && e.attempt !== undefined && e.attempt > attempt) {
+          // A retry regenerates from the start.
+          attempt = e.attempt;
+          sentChars = 0;
+        }
         send(res, 'status', { id, status: e.status, attempt: e.attempt });
         break;
       case 'completed':

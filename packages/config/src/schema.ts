@@ -18,6 +18,8 @@ export const rateLimitSchema = z.strictObject({
   rpm: z.int().min(1).optional(),
   /** Tokens (prompt + completion) per minute across all workers. */
   tpm: z.int().min(1).optional(),
+  /** Window the limits apply to. @defaultValue 60000 */
+  window_ms: z.int().min(100).max(3_600_000).default(60_000),
 });
 
 export const modelSchema = z.strictObject({

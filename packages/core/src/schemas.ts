@@ -166,7 +166,7 @@ export interface JobView {
 /** Events streamed from workers to `GET /v1/jobs/:id/events`. */
 export type JobEvent =
   | { type: 'status'; status: JobStatus; attempt?: number; worker?: string; at: number }
-  | { type: 'token'; text: string; index: number }
+  | { type: 'token'; text: string; index: number; /** Characters of output before this text. */ offset: number }
   | { type: 'completed'; result: JobResult }
   | { type: 'failed'; error: { message: string; code: string }; attempt: number; will_retry: boolean }
   | { type: 'cancelled'; at: number };

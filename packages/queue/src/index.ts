@@ -7,3 +7,4 @@ export * from './producer.js';
 export * from './cancel.js';
 export * from './worker.js';
 export * from './source-kv.js';
+export * from './rate-limit.js';

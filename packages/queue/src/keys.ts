@@ -8,8 +8,10 @@ export function keys(prefix: string) {
     cancelled: (id: string) => `${prefix}:_cancelled:${id}`,
     cancelChannel: `${prefix}:_cancel`,
     events: (id: string) => `${prefix}:_ev:${id}`,
+    tokens: (id: string) => `${prefix}:_tok:${id}`,
     paused: (model: string) => `${prefix}:_paused:${model}`,
     alerts: `${prefix}:_alerts`,
+    rateLimit: (model: string) => `${prefix}:_rl:${model}`,
     sourceKv: (source: string, key: string) => `${prefix}:_src:${source}:${key}`,
   };
 }

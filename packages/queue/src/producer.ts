@@ -352,7 +352,8 @@ export class Producer {
     const status = statusOf(state, job.failedReason);
     const result = status === 'completed' ? (job.returnvalue ?? null) : null;
     const failed = status === 'failed' || status === 'cancelled';
-    const attempts = Math.max(job.attemptsMade, (job as unknown as { attemptsStarted?: number }).attemptsStarted ?? 0);
+    // attemptsMade counts finished attempts (BullMQ's rate-limit hand-backs and stalls are not attempts).
+    const attempts = job.attemptsMade + (status === 'active' ? 1 : 0);
     return {
       id: fromBullId(job.id ?? ''),
       object: 'job',

@@ -16,6 +16,7 @@ import type { CancelListener } from './cancel.js';
 import type { EventPublisher } from './events.js';
 import { DLQ_QUEUE, fromBullId, type Keys } from './keys.js';
 import type { Metrics } from './metrics.js';
+import { RateLimiter, estimateTokens } from './rate-limit.js';
 import type { DlqEntry } from './producer.js';
 
 export interface SinkBinding {
@@ -66,6 +67,7 @@ export class ModelWorker {
   private watchdog: NodeJS.Timeout | undefined;
   private closing = false;
   private readonly log: Logger;
+  private readonly limiter: RateLimiter | undefined;
   /** Attempts that started in this process (for the duplicate-start report in tests). */
   started = 0;
 
@@ -75,6 +77,8 @@ export class ModelWorker {
     this.dlq = new Queue(DLQ_QUEUE, { connection: o.connection, prefix: o.config.redis.prefix });
     this.queue.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
     this.dlq.on('error', (err) => this.log.warn({ err: err.message }, 'dlq connection error'));
+    const rl = o.model.rate_limit;
+    this.limiter = rl && (rl.rpm || rl.tpm) ? new RateLimiter(o.connection, o.keys.rateLimit(o.model.name), rl) : undefined;
     this.worker = this.createWorker();
     const every = o.config.worker.watchdog_ms;
     if (every > 0) {
@@ -143,8 +147,21 @@ export class ModelWorker {
       let result = data.result;
       if (!result) {
         if (ctrl.signal.aborted) throw ctrl.signal.reason;
+        let reservation: { window: number; estimate: number } | undefined;
+        if (this.limiter) {
+          const estimate = estimateTokens(data.request);
+          const { waitMs, window } = await this.limiter.reserve(estimate);
+          if (waitMs > 0) {
+            // Over the model's shared RPM/TPM: the job waits in the queue, no attempt spent.
+            metrics.throttledSeconds.inc({ model: model.name, reason: 'rate_limit' }, waitMs / 1000);
+            await this.queue.rateLimit(waitMs);
+            throw Worker.RateLimitError();
+          }
+          reservation = { window, estimate };
+        }
         let firstTokenAt: number | undefined;
         let index = 0;
+        let offset = 0;
         const out = await backend.generate({
           jobId: id,
           attempt,
@@ -155,7 +172,8 @@ export class ModelWorker {
           onToken: (text) => {
             if (ctrl.signal.aborted) return;
             if (firstTokenAt === undefined) firstTokenAt = Date.now();
-            publisher.publish(id, { type: 'token', text, index: index++ });
+            publisher.publish(id, { type: 'token', text, index: index++, offset });
+            offset += text.length;
           },
         });
         if (ctrl.signal.aborted) throw ctrl.signal.reason;
@@ -176,6 +194,9 @@ export class ModelWorker {
         };
         metrics.processingSeconds.observe({ model: model.name }, (completedAt - startedAt) / 1000);
         if (firstTokenAt !== undefined) metrics.ttftSeconds.observe({ model: model.name }, (firstTokenAt - startedAt) / 1000);
+        if (reservation && this.limiter) {
+          await this.limiter.correct(reservation.window, reservation.estimate, result.usage.total_tokens).catch((err: unknown) => log.debug({ err }, 'rate-limit correction failed'));
+        }
         metrics.tokensIn.inc({ model: model.name }, result.usage.prompt_tokens);
         metrics.tokensOut.inc({ model: model.name }, result.usage.completion_tokens);
       }
@@ -216,6 +237,7 @@ export class ModelWorker {
 
   private async failure(job: Job<JobData, JobResult>, token: string | undefined, err: unknown, ctrl: AbortController, attempt: number, log: Logger): Promise<Error> {
     const { model, metrics } = this.o;
+    if (err instanceof Error && err.name === 'RateLimitError') return err;
     const reason = asError(ctrl.signal.aborted ? ctrl.signal.reason : err);
     const code = errorCode(reason);
     if (code === 'ERR_WORKER_SHUTDOWN' && token) {

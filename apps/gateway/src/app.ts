@@ -51,23 +51,24 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const producer = new Producer(config, connection, log);
   const hub = new EventHub(subscriber, keys, log);
 
-  new Gauge({
+  const queueJobs = new Gauge({
     name: 'llmq_queue_jobs',
     help: 'Jobs per model queue and state (read from Redis at scrape time)',
     labelNames: ['model', 'state'],
     registers: [registry],
-    async collect() {
-      try {
-        for (const c of await producer.counts()) {
-          for (const state of ['waiting', 'active', 'delayed', 'completed', 'failed'] as const) this.set({ model: c.model, state }, c[state]);
-          metrics.queuePaused.set({ model: c.model }, c.paused ? 1 : 0);
-        }
-        this.set({ model: '_dlq', state: 'waiting' }, await producer.dlq.count());
-      } catch {
-        // Redis down: keep the last values rather than failing the scrape.
-      }
-    },
   });
+  /** Reads queue depths and paused flags from Redis right before a scrape. */
+  const refreshQueueGauges = async () => {
+    try {
+      for (const c of await producer.counts()) {
+        for (const state of ['waiting', 'active', 'delayed', 'completed', 'failed'] as const) queueJobs.set({ model: c.model, state }, c[state]);
+        metrics.queuePaused.set({ model: c.model }, c.paused ? 1 : 0);
+      }
+      queueJobs.set({ model: '_dlq', state: 'waiting' }, await producer.dlq.count());
+    } catch {
+      // Redis down: keep the last values rather than failing the scrape.
+    }
+  };
 
   const app = express();
   app.disable('x-powered-by');
@@ -105,6 +106,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   app.get(
     '/metrics',
     wrap(async (_req, res) => {
+      await refreshQueueGauges();
       res.set('content-type', registry.contentType).send(await registry.metrics());
     }),
   );

@@ -21,6 +21,7 @@ describe('remote backends through the worker', () => {
           { name: 'via-openai-sync', backend: 'openai', concurrency: 4, options: { base_url: `${b.url}/v1`, model: 'echo', stream: false } },
           { name: 'via-textsynth', backend: 'textsynth', concurrency: 4, options: { url: b.url, engine: 'echo-slow' } },
           { name: 'faulty', backend: 'openai', concurrency: 1, attempts: 3, options: { base_url: `${fault.url}/v1`, model: 'm' } },
+          { name: 'with-fallback', backend: 'openai', concurrency: 1, attempts: 2, fallbacks: ['via-openai-sync'], options: { base_url: `${fault.url}/v1`, model: 'm' } },
         ],
       },
     });
@@ -100,5 +101,20 @@ describe('remote backends through the worker', () => {
     expect((await a.http('POST', '/v1/queues/faulty/resume')).status).toBe(200);
     const done = await a.waitFor(job.body.id, ['completed'], 15_000);
     expect(done.result.text).toBe('quota test');
+  });
+
+  it('falls back to the next model after the last retryable failure, or at once on context length', async () => {
+    fault.resetCounters();
+    fault.script({ type: 'status', status: 503 }, { type: 'status', status: 503 });
+    const job = await a.http('POST', '/v1/jobs', { model: 'with-fallback', prompt: 'fall back please' });
+    const done = await a.waitFor(job.body.id, ['completed'], 15_000);
+    expect(done.result).toMatchObject({ text: 'fall back please', model: 'via-openai-sync' });
+    expect(done.attempts).toBe(2);
+    expect(fault.count('generate')).toBe(2);
+    fault.script({ type: 'context_length' });
+    const long = await a.http('POST', '/v1/jobs', { model: 'with-fallback', prompt: 'too long here' });
+    const d2 = await a.waitFor(long.body.id, ['completed'], 15_000);
+    expect(d2.result.model).toBe('via-openai-sync');
+    expect(d2.attempts).toBe(1);
   });
 });

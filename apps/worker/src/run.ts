@@ -47,6 +47,19 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
   const ctx = adapterContext(platform, log, shutdown.signal, options.env);
   const sinks: SinkBinding[] = await createSinks(platform, ctx);
   const backends: Backend[] = [];
+  const extra = new Map<string, Promise<Backend>>();
+  const backendFor = (name: string): Promise<Backend> => {
+    let b = extra.get(name);
+    if (!b) {
+      b = createBackend(platform, name, ctx).then((backend) => {
+        backends.push(backend);
+        return backend;
+      });
+      b.catch(() => extra.delete(name));
+      extra.set(name, b);
+    }
+    return b;
+  };
   const workers: ModelWorker[] = [];
   const skipped: { model: string; reason: string }[] = [];
   for (const name of options.models ?? servedModels(config)) {
@@ -65,7 +78,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
       throw err;
     }
     backends.push(backend);
-    workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, cancels, metrics, logger: log, keys, workerId, sinks }));
+    workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, cancels, metrics, logger: log, keys, workerId, sinks, backendFor }));
     log.info({ model: name, backend: model.definition.type, concurrency: model.config.concurrency }, 'serving model');
   }
   let closed: Promise<void> | undefined;

@@ -40,6 +40,8 @@ export interface ModelWorkerOptions {
   keys: Keys;
   workerId: string;
   sinks?: SinkBinding[];
+  /** Backends of other models, for `fallbacks` (created on first use). */
+  backendFor?: (model: string) => Promise<Backend>;
 }
 
 function asError(reason: unknown): Error {
@@ -162,20 +164,32 @@ export class ModelWorker {
         let firstTokenAt: number | undefined;
         let index = 0;
         let offset = 0;
-        const out = await backend.generate({
-          jobId: id,
-          attempt,
-          model: model.name,
-          request: data.request,
-          signal: ctrl.signal,
-          logger: log,
-          onToken: (text) => {
-            if (ctrl.signal.aborted) return;
-            if (firstTokenAt === undefined) firstTokenAt = Date.now();
-            publisher.publish(id, { type: 'token', text, index: index++, offset });
-            offset += text.length;
-          },
-        });
+        const run = (b: Backend, name: string) => {
+          offset = 0;
+          return b.generate({
+            jobId: id,
+            attempt,
+            model: name,
+            request: data.request,
+            signal: ctrl.signal,
+            logger: log,
+            onToken: (text) => {
+              if (ctrl.signal.aborted) return;
+              if (firstTokenAt === undefined) firstTokenAt = Date.now();
+              publisher.publish(id, { type: 'token', text, index: index++, offset });
+              offset += text.length;
+            },
+          });
+        };
+        let servedBy = model.name;
+        let out: Awaited<ReturnType<Backend['generate']>>;
+        try {
+          out = await run(backend, model.name);
+        } catch (err) {
+          const fallback = await this.fallback(err, ctrl, attempt, job, run, log);
+          if (!fallback) throw err;
+          ({ out, servedBy } = fallback);
+        }
         if (ctrl.signal.aborted) throw ctrl.signal.reason;
         const completedAt = Date.now();
         result = {
@@ -186,7 +200,7 @@ export class ModelWorker {
             completion_tokens: out.usage.completion_tokens,
             total_tokens: out.usage.total_tokens ?? out.usage.prompt_tokens + out.usage.completion_tokens,
           },
-          model: model.name,
+          model: servedBy,
           started_at: startedAt,
           first_token_at: firstTokenAt,
           completed_at: completedAt,
@@ -233,6 +247,39 @@ export class ModelWorker {
       done.add(sink.name);
       await job.updateData({ ...job.data, result, sinks_done: [...done] });
     }
+  }
+
+  /**
+   * After the last attempt of a retryable failure, or at once on a context-length error, tries
+   * the model's `fallbacks` in order within this job (same id, same event stream).
+   */
+  private async fallback(
+    err: unknown,
+    ctrl: AbortController,
+    attempt: number,
+    job: Job<JobData, JobResult>,
+    run: (b: Backend, name: string) => Promise<Awaited<ReturnType<Backend['generate']>>>,
+    log: Logger,
+  ): Promise<{ out: Awaited<ReturnType<Backend['generate']>>; servedBy: string } | undefined> {
+    const fallbacks = this.o.model.fallbacks;
+    if (fallbacks.length === 0 || !this.o.backendFor || ctrl.signal.aborted) return undefined;
+    const code = errorCode(err);
+    const lastAttempt = attempt >= (job.opts.attempts ?? 1);
+    if (!(code === 'ERR_BACKEND_CONTEXT_LENGTH' || (isRetryable(err) && lastAttempt && code !== 'ERR_BACKEND_RATE_LIMITED' && code !== 'ERR_BACKEND_QUOTA'))) return undefined;
+    let lastError = err;
+    for (const name of fallbacks) {
+      if (ctrl.signal.aborted) break;
+      try {
+        const b = await this.o.backendFor(name);
+        log.warn({ fallback: name, code }, 'primary model failed: trying a fallback');
+        this.o.publisher.publish(fromBullId(job.id ?? ''), { type: 'status', status: 'active', attempt, worker: this.o.workerId, at: Date.now() });
+        return { out: await run(b, name), servedBy: name };
+      } catch (e) {
+        lastError = e;
+        log.warn({ fallback: name, code: errorCode(e) }, 'fallback failed');
+      }
+    }
+    throw lastError;
   }
 
   private async failure(job: Job<JobData, JobResult>, token: string | undefined, err: unknown, ctrl: AbortController, attempt: number, log: Logger): Promise<Error> {

@@ -18,7 +18,7 @@ describe('sinks', () => {
       config: {
         queue: { backoff_ms: 100, lock_duration_ms: 3_000, stalled_interval_ms: 1_000, max_stalled_count: 10 },
         models: [{ name: 'scripted', backend: 'test-scripted', concurrency: 2, attempts: 5, options: { record_file: generations } }],
-        sinks: [{ name: 'receiver', type: 'test-sink', options: { record_file: writes, fail_file: down } }],
+        sinks: [{ name: 'receiver', type: 'test-sink', events: ['results', 'usage'], options: { record_file: writes, fail_file: down } }],
       },
     });
   });
@@ -41,6 +41,13 @@ describe('sinks', () => {
     const job = await stack.waitFor(id, ['completed'], 20_000);
     expect(job.attempts).toBeGreaterThanOrEqual(2);
     expect(lines(generations).filter((l) => l.split(' ')[0] === id)).toHaveLength(1);
-    expect(lines(writes)).toEqual([`${id} ok:${id}`]);
+    const written = lines(writes);
+    expect(written[0]).toBe(`${id} ok:${id}`);
+    expect(written).toHaveLength(2);
+    const usage = JSON.parse(written[1]!.replace(/^usage /, ''));
+    expect(usage).toMatchObject({ object: 'usage', job_id: id, model: 'scripted', served_by: 'scripted', backend: 'test-scripted', source: 'http', prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 });
+    expect(usage.queue_wait_ms).toBeGreaterThanOrEqual(0);
+    expect(usage.processing_ms).toBeGreaterThanOrEqual(0);
+    expect(usage.worker).toMatch(/:\d+$/);
   });
 });

@@ -29,6 +29,10 @@ export const scriptedSink = {
         if (config.fail_file && existsSync(config.fail_file)) throw new Error('ERR_SINK_WRITE: receiver down');
         if (config.record_file) appendFileSync(config.record_file, input.jobId + ' ' + input.result.text + '\\n');
       },
+      async writeUsage(record) {
+        if (config.fail_file && existsSync(config.fail_file)) throw new Error('ERR_SINK_WRITE: receiver down');
+        if (config.record_file) appendFileSync(config.record_file, 'usage ' + JSON.stringify(record) + '\\n');
+      },
     };
   },
 };

@@ -78,7 +78,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
       throw err;
     }
     backends.push(backend);
-    workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, cancels, metrics, logger: log, keys, workerId, sinks, backendFor }));
+    workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, cancels, metrics, logger: log, keys, workerId, sinks, backendFor, backendType: model.definition.type }));
     log.info({ model: name, backend: model.definition.type, concurrency: model.config.concurrency }, 'serving model');
   }
   let closed: Promise<void> | undefined;

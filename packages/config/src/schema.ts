@@ -58,6 +58,8 @@ export const adapterInstanceSchema = z.strictObject({
   models: z.array(z.string()).optional(),
   /** Sinks only: sources whose jobs it receives, by source type or name (default: all). */
   sources: z.array(z.string()).optional(),
+  /** Sinks only: what it receives — results, usage records, or both. @defaultValue ["results"] */
+  events: z.array(z.enum(['results', 'usage'])).min(1).default(['results']),
 });
 
 export const configSchema = z.strictObject({

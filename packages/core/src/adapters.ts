@@ -126,9 +126,35 @@ export interface SinkWriteInput {
   logger: Logger;
 }
 
+/** One finished job, for billing and capacity planning (the usage feed). */
+export interface UsageRecord {
+  object: 'usage';
+  job_id: string;
+  model: string;
+  /** Model that produced the result (differs after a fallback). */
+  served_by: string;
+  backend: string;
+  worker: string;
+  key_id: string | null;
+  source: string;
+  status: 'completed';
+  created_at: number;
+  started_at: number;
+  first_token_at: number | null;
+  completed_at: number;
+  queue_wait_ms: number;
+  processing_ms: number;
+  time_to_first_token_ms: number | null;
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
 export interface Sink extends InstanceBase {
   /** Must be idempotent by `jobId`: a write may be repeated after a crash. */
   write(input: SinkWriteInput): Promise<void>;
+  /** Receives usage records when the sink's config lists `events: [usage]`; idempotent by `job_id`. */
+  writeUsage?(record: UsageRecord, options: { signal: AbortSignal; logger: Logger }): Promise<void>;
 }
 
 export interface SinkDefinition<C = unknown> extends DefinitionBase<'sink', C> {

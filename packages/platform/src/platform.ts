@@ -114,7 +114,10 @@ export async function createSinks(platform: Platform, ctx: AdapterContext): Prom
   const out: SinkBinding[] = [];
   for (const s of platform.sinks) {
     const sink = await s.definition.create({ name: s.config.name, config: s.options }, { ...ctx, logger: ctx.logger.child({ sink: s.config.name }) });
-    out.push({ sink, models: s.config.models, sources: s.config.sources });
+    if (s.config.events.includes('usage') && !sink.writeUsage) {
+      throw new LlmqError('ERR_CONFIG_INVALID', `sink "${s.config.name}" (${s.definition.type}) lists events: [usage] but cannot receive usage records`);
+    }
+    out.push({ sink, models: s.config.models, sources: s.config.sources, events: s.config.events });
   }
   return out;
 }

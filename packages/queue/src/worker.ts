@@ -10,6 +10,7 @@ import {
   type JobResult,
   type Logger,
   type Sink,
+  type UsageRecord,
 } from '@llmq/core';
 import type { ModelConfig, ResolvedConfig } from '@llmq/config';
 import type { CancelListener } from './cancel.js';
@@ -25,6 +26,8 @@ export interface SinkBinding {
   models?: string[] | undefined;
   /** Source types or names whose jobs it receives; all when absent. */
   sources?: string[] | undefined;
+  /** What it receives. @defaultValue ["results"] */
+  events?: ('results' | 'usage')[] | undefined;
 }
 
 export interface ModelWorkerOptions {
@@ -40,6 +43,8 @@ export interface ModelWorkerOptions {
   keys: Keys;
   workerId: string;
   sinks?: SinkBinding[];
+  /** Backend type, for usage records. */
+  backendType?: string;
   /** Backends of other models, for `fallbacks` (created on first use). */
   backendFor?: (model: string) => Promise<Backend>;
 }
@@ -232,10 +237,15 @@ export class ModelWorker {
   private async writeSinks(job: Job<JobData, JobResult>, result: JobResult, sinks: SinkBinding[], signal: AbortSignal, log: Logger): Promise<void> {
     const done = new Set(job.data.sinks_done ?? []);
     if (!job.data.result) await job.updateData({ ...job.data, result });
-    for (const { sink } of sinks) {
-      if (done.has(sink.name)) continue;
+    const writes = sinks.flatMap((b) => (b.events ?? ['results']).map((kind) => ({ sink: b.sink, kind, key: kind === 'results' ? b.sink.name : `usage:${b.sink.name}` })));
+    for (const { sink, kind, key } of writes) {
+      if (done.has(key)) continue;
       try {
-        await sink.write({ jobId: fromBullId(job.id ?? ''), model: this.o.model.name, request: job.data.request, result, source: job.data.source, signal, logger: log });
+        if (kind === 'results') {
+          await sink.write({ jobId: fromBullId(job.id ?? ''), model: this.o.model.name, request: job.data.request, result, source: job.data.source, signal, logger: log });
+        } else if (sink.writeUsage) {
+          await sink.writeUsage(this.usageRecord(job, result), { signal, logger: log });
+        }
       } catch (err) {
         if (signal.aborted) throw signal.reason;
         const code = errorCode(err);
@@ -244,9 +254,34 @@ export class ModelWorker {
           retryable: isRetryable(err),
         });
       }
-      done.add(sink.name);
+      done.add(key);
       await job.updateData({ ...job.data, result, sinks_done: [...done] });
     }
+  }
+
+  private usageRecord(job: Job<JobData, JobResult>, result: JobResult): UsageRecord {
+    const created = job.data.created_at;
+    return {
+      object: 'usage',
+      job_id: fromBullId(job.id ?? ''),
+      model: this.o.model.name,
+      served_by: result.model,
+      backend: this.o.backendType ?? 'unknown',
+      worker: this.o.workerId,
+      key_id: job.data.key_id ?? null,
+      source: job.data.source?.type ?? 'unknown',
+      status: 'completed',
+      created_at: created,
+      started_at: result.started_at,
+      first_token_at: result.first_token_at ?? null,
+      completed_at: result.completed_at,
+      queue_wait_ms: Math.max(0, result.started_at - created),
+      processing_ms: result.completed_at - result.started_at,
+      time_to_first_token_ms: result.first_token_at === undefined ? null : result.first_token_at - result.started_at,
+      prompt_tokens: result.usage.prompt_tokens,
+      completion_tokens: result.usage.completion_tokens,
+      total_tokens: result.usage.total_tokens,
+    };
   }
 
   /**

@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { z } from 'zod';
-import { LlmqError, defineSink, type Sink, type SinkWriteInput } from '@llmq/core';
+import { LlmqError, defineSink, type Sink, type SinkWriteInput, type UsageRecord } from '@llmq/core';
 
 export const webhookConfigSchema = z.strictObject({
   /** Where results are POSTed. */
@@ -27,6 +27,10 @@ export class WebhookSink implements Sink {
   async check(): Promise<void> {}
   async close(): Promise<void> {}
 
+  async writeUsage(record: UsageRecord, options: { signal: AbortSignal }): Promise<void> {
+    await this.post(JSON.stringify(record), record.job_id, options.signal);
+  }
+
   async write(input: SinkWriteInput): Promise<void> {
     const body = JSON.stringify({
       id: input.jobId,
@@ -37,13 +41,17 @@ export class WebhookSink implements Sink {
       metadata: input.request.metadata ?? null,
       ...(this.config.include_request ? { request: input.request } : {}),
     });
-    const headers: Record<string, string> = { 'content-type': 'application/json', 'idempotency-key': input.jobId, ...this.config.headers };
+    await this.post(body, input.jobId, input.signal);
+  }
+
+  private async post(body: string, jobId: string, signal: AbortSignal): Promise<void> {
+    const headers: Record<string, string> = { 'content-type': 'application/json', 'idempotency-key': jobId, ...this.config.headers };
     if (this.secret) headers['x-llmq-signature'] = `sha256=${createHmac('sha256', this.secret).update(body).digest('hex')}`;
     let res: Response;
     try {
-      res = await fetch(this.config.url, { method: 'POST', headers, body, signal: AbortSignal.any([input.signal, AbortSignal.timeout(this.config.timeout_ms)]) });
+      res = await fetch(this.config.url, { method: 'POST', headers, body, signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeout_ms)]) });
     } catch (err) {
-      if (input.signal.aborted) throw input.signal.reason;
+      if (signal.aborted) throw signal.reason;
       throw new LlmqError('ERR_SINK_WRITE', `webhook ${new URL(this.config.url).host} unreachable: ${(err as Error).message}`, { cause: err });
     }
     await res.arrayBuffer().catch(() => undefined);

@@ -1,6 +1,6 @@
 import { ObjectId } from 'mongodb';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { SourceKv } from '@llmq/core';
+import { LlmqError, type SourceKv } from '@llmq/core';
 import { createFakeKv } from '../../testing/src/fake-kv.js';
 import { mongoSourceConfigSchema, type MongoSourceConfigInput } from './config.js';
 import { createMongoSource, mongoSource, type MongoSource } from './source.js';
@@ -234,6 +234,39 @@ describe('mongodb source: change stream', () => {
     await eventually(() => expect(requests(client).get(bad)?.status).toBe('failed'));
     expect(requests(client).get(bad)?.error).toMatchObject({ code: 'ERR_REQUEST_INVALID', message: expect.stringContaining('max_tokens') });
     expect(t.enqueue.jobs.size).toBe(0);
+  });
+});
+
+describe('mongodb source: a job the queue refuses for good', () => {
+  const unknownModel = (job: { request: { model: string } }) =>
+    job.request.model === 'nope' ? new LlmqError('ERR_MODEL_NOT_FOUND', 'model "nope" does not exist', { param: 'model' }) : undefined;
+
+  it('marks only that document failed; the rest of its batch is enqueued and the stream moves on', async () => {
+    const client = new FakeMongoClient();
+    const t = testContext();
+    t.enqueue.refuse(unknownModel);
+    await startSource(client, t);
+    await eventually(() => expect(client.calls.some((c) => c.op === 'find')).toBe(true));
+    const [good, bad] = requests(client).insert({ prompt: 'a', status: 'pending' }, { prompt: 'b', model: 'nope', status: 'pending' });
+    await eventually(() => expect(requests(client).get(bad)?.status).toBe('failed'));
+    expect(requests(client).get(bad)?.error).toEqual({ code: 'ERR_MODEL_NOT_FOUND', message: 'model "nope" does not exist' });
+    expect(t.enqueue.jobs.has(jobId(good))).toBe(true);
+    expect(requests(client).get(good)?.status).toBe('queued');
+    const [later] = requests(client).insert({ prompt: 'c', status: 'pending' });
+    await eventually(() => expect(t.enqueue.jobs.has(jobId(later))).toBe(true));
+    expect(watches(client)).toHaveLength(1);
+  });
+
+  it('in polling mode too, instead of releasing and reclaiming the batch forever', async () => {
+    const client = new FakeMongoClient();
+    const [good, bad] = requests(client).insert({ prompt: 'a', status: 'pending' }, { prompt: 'b', model: 'nope', status: 'pending' });
+    const t = testContext();
+    t.enqueue.refuse(unknownModel);
+    await startSource(client, t, { mode: 'poll', poll_interval_ms: 10 });
+    await eventually(() => expect(requests(client).get(bad)?.status).toBe('failed'));
+    expect(requests(client).get(good)?.status).toBe('queued');
+    await new Promise((r) => setTimeout(r, 40));
+    expect(t.enqueue.jobs.size).toBe(1);
   });
 });
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { defineSource, errorCode, type EnqueueInput, type Logger, type Source, type SourceContext } from '@llmq/core';
+import { defineSource, errorCode, errorDetail, type EnqueueInput, type Logger, type Source, type SourceContext } from '@llmq/core';
 import { mongoSourceConfigSchema, resolveMongoUrl, type MongoSourceConfig } from './config.js';
 import {
   CHANGE_STREAM_HISTORY_LOST,
@@ -14,6 +14,7 @@ import {
   type MongoClientLike,
 } from './driver.js';
 import { LOCK_LOST, LeaderLock } from './lock.js';
+import { enqueueIsolating } from './enqueue.js';
 import { asMongoRef, documentToJob, writeBackOf, type WriteBack } from './mapping.js';
 import { childController, errSummary, sleep } from './util.js';
 import { markDocumentFailed, type FailureInfo } from './writes.js';
@@ -468,20 +469,32 @@ export class MongoSource implements Source {
     const jobs: EnqueueInput[] = [];
     const ids: unknown[] = [];
     const invalid: { doc: Document; err: unknown }[] = [];
+    const accepted: Document[] = [];
     for (const doc of docs) {
       try {
         jobs.push(documentToJob(doc, this.config, { sourceName: this.name, ejson: this.ejson, write: this.write }));
         ids.push(doc._id);
+        accepted.push(doc);
       } catch (err) {
         invalid.push({ doc, err });
       }
     }
     if (jobs.length > 0) {
-      const outcomes = await this.ctx.enqueue(jobs);
-      this.counters.enqueued += jobs.length;
-      const created = outcomes.filter((o) => o.created).length;
-      this.log.debug({ via, jobs: jobs.length, created }, 'enqueued');
-      await this.markQueued(ids, via === 'poll');
+      const results = await enqueueIsolating((batch) => this.ctx.enqueue(batch), jobs);
+      const queued: unknown[] = [];
+      let created = 0;
+      results.forEach((r, i) => {
+        if (r.ok) {
+          queued.push(ids[i]);
+          if (r.ok.created) created++;
+        } else {
+          const doc = accepted[i];
+          if (doc) invalid.push({ doc, err: r.rejected });
+        }
+      });
+      this.counters.enqueued += queued.length;
+      this.log.debug({ via, jobs: queued.length, created }, 'enqueued');
+      if (queued.length > 0) await this.markQueued(queued, via === 'poll');
     }
     for (const { doc, err } of invalid) await this.markInvalid(doc, err);
   }
@@ -509,9 +522,9 @@ export class MongoSource implements Source {
 
   private async markInvalid(doc: Document, err: unknown): Promise<void> {
     this.counters.invalid++;
-    const message = err instanceof Error ? err.message : String(err);
+    const message = errorDetail(err instanceof Error ? err.message : String(err));
     const code = errorCode(err) ?? 'ERR_REQUEST_INVALID';
-    this.log.warn({ id: this.ejson.stringify(doc._id), code, reason: message }, 'document is not a valid request; marking it failed');
+    this.log.warn({ id: this.ejson.stringify(doc._id), code, reason: message }, 'document cannot become a job (not a valid request, or refused by the queue); marking it failed');
     const { status } = this.config;
     try {
       await this.collection.updateOne(

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
-import { errorCode } from '@llmq/core';
+import { LlmqError, errorCode } from '@llmq/core';
 import { PulsarAckRegistry } from './ack-registry.js';
 import { pulsarSourceConfigSchema, type PulsarSourceConfigInput } from './config.js';
 import { loadPulsarClient } from './driver.js';
@@ -124,6 +124,20 @@ describe('pulsar source', () => {
     expect(dlq.find((m) => m.properties.ORIGIN_MESSAGE_ID === notJson)?.properties).toMatchObject({ k: 'v', REAL_TOPIC: TOPIC, llmq_error_code: 'ERR_REQUEST_INVALID', llmq_error: expect.stringContaining('not JSON') });
     expect(dlq.find((m) => m.properties.ORIGIN_MESSAGE_ID === noPrompt)?.properties.llmq_error).toMatch(/prompt/);
     expect(dlq.find((m) => m.properties.ORIGIN_MESSAGE_ID === notJson)?.data.toString()).toBe('{not json');
+    expect(broker.calls.some((c) => c.op === 'negativeAcknowledge')).toBe(false);
+  });
+
+  it('dead-letters a message whose job the queue refuses for good, and acks the rest of its batch', async () => {
+    const broker = new FakePulsar();
+    const t = testContext();
+    t.enqueue.refuse((job) => (job.request.model === 'nope' ? new LlmqError('ERR_MODEL_NOT_FOUND', 'model "nope" does not exist') : undefined));
+    const good = broker.publish(TOPIC, request);
+    const bad = broker.publish(TOPIC, { ...request, model: 'nope' });
+    await startSource(broker, {}, t);
+    await eventually(() => expect(broker.acked(TOPIC, 'llmq').sort()).toEqual([good, bad].sort()));
+    expect([...t.enqueue.jobs.keys()]).toEqual([`pulsar:${TOPIC}:${good}`]);
+    const dlq = broker.topics.get(`${TOPIC}-llmq-DLQ`) ?? [];
+    expect(dlq.map((m) => m.properties)).toEqual([expect.objectContaining({ ORIGIN_MESSAGE_ID: bad, llmq_error_code: 'ERR_MODEL_NOT_FOUND', llmq_error: 'model "nope" does not exist' })]);
     expect(broker.calls.some((c) => c.op === 'negativeAcknowledge')).toBe(false);
   });
 

@@ -1,5 +1,6 @@
-import { LlmqError, defineSource, errorCode, parseJobRequest, type EnqueueInput, type Logger, type Source, type SourceContext } from '@llmq/core';
+import { LlmqError, defineSource, errorCode, errorDetail, parseJobRequest, type EnqueueInput, type Logger, type Source, type SourceContext } from '@llmq/core';
 import { pulsarAcks, type PulsarAckRegistry } from './ack-registry.js';
+import { enqueueIsolating } from './enqueue.js';
 import { deadLetterOf, pulsarSourceConfigSchema, type PulsarSourceConfig } from './config.js';
 import {
   createPulsarClient,
@@ -210,21 +211,27 @@ export class PulsarSource implements Source {
     if (byJob.size === 0) return true;
 
     const entries = [...byJob.values()];
-    let outcomes;
+    let results;
     try {
-      outcomes = await this.ctx.enqueue(entries.map((e) => e.job));
+      results = await enqueueIsolating((jobs) => this.ctx.enqueue(jobs), entries.map((e) => e.job));
     } catch (err) {
       this.log.error({ err: errSummary(err), messages: batch.length - poison.length }, 'enqueue failed; nacking the messages for redelivery');
       for (const e of entries) for (const m of e.messages) this.nack(consumer, m);
       return false;
     }
-    this.counters.enqueued += entries.length;
     const deferAck = this.config.ack === 'after_sink' && this.sinkInProcess();
     const acks: Promise<void>[] = [];
     entries.forEach((entry, i) => {
+      const result = results[i];
+      if (!result?.ok) {
+        // Refused for good (e.g. a model no worker serves): as poison, not worth a redelivery.
+        for (const m of entry.messages) acks.push(this.deadLetterNow(consumer, m, result?.rejected));
+        return;
+      }
+      this.counters.enqueued++;
       // A job that already existed was enqueued by an earlier delivery; its sink write may be
       // long done, so waiting for it could hold the message until the timeout.
-      if (deferAck && outcomes[i]?.created !== false) {
+      if (deferAck && result.ok.created) {
         this.acks.defer(
           entry.job.id,
           {
@@ -306,14 +313,18 @@ export class PulsarSource implements Source {
   }
 
   /**
-   * An invalid payload cannot become valid, so redelivering it would only burn retries: it goes
-   * to the dead-letter topic now (with the reason in `llmq_error`) and is acked. If that send
+   * An invalid payload cannot become valid, nor will the queue take a job it refused for good,
+   * so redelivering would only burn retries: it goes to the dead-letter topic now (with the
+   * reason in `llmq_error`) and is acked. If that send
    * fails it is nacked, and the broker's policy dead-letters it after max_redeliver_count.
    */
   private async deadLetterNow(consumer: PulsarConsumer, message: PulsarMessage, err: unknown): Promise<void> {
     const messageId = message.getMessageId().toString();
-    const reason = err instanceof Error ? err.message : String(err);
-    this.log.warn({ message_id: messageId, code: errorCode(err) ?? 'ERR_REQUEST_INVALID', reason, dead_letter_topic: this.deadLetter.topic }, 'invalid payload; sending it to the dead-letter topic');
+    const reason = errorDetail(err instanceof Error ? err.message : String(err));
+    this.log.warn(
+      { message_id: messageId, code: errorCode(err) ?? 'ERR_REQUEST_INVALID', reason, dead_letter_topic: this.deadLetter.topic },
+      'message cannot become a job (invalid payload, or refused by the queue); sending it to the dead-letter topic',
+    );
     try {
       this.dlqProducer ??= this.client.createProducer({ topic: this.deadLetter.topic, sendTimeoutMs: 30_000 });
       const producer = await this.dlqProducer.catch((createErr: unknown) => {

@@ -35,6 +35,8 @@ export interface RecordingEnqueue {
   batches: string[][];
   /** Makes the next `times` calls reject. */
   failNext(times?: number, error?: Error): void;
+  /** Fails any call holding a job this returns an error for, as addBulk fails a whole batch. */
+  refuse(check: (job: EnqueueInput) => Error | undefined): void;
   /** Holds every call until `release()`; returns a promise resolving when a call is waiting. */
   hold(): void;
   release(): void;
@@ -44,12 +46,15 @@ export interface RecordingEnqueue {
 export function recordingEnqueue(timeline: TimelineEvent[] = []): RecordingEnqueue {
   let failures: Error[] = [];
   let held = false;
+  let refuse: ((job: EnqueueInput) => Error | undefined) | undefined;
   const parked: (() => void)[] = [];
   const fn = (async (jobs: EnqueueInput[]) => {
     const ids = jobs.map((j) => j.id);
     fn.batches.push(ids);
     timeline.push({ t: 'enqueue:start', ids });
     if (held) await new Promise<void>((resolve) => parked.push(resolve));
+    const refused = jobs.map((j) => refuse?.(j)).find((e) => e !== undefined);
+    if (refused) throw refused;
     const failure = failures.shift();
     if (failure) {
       timeline.push({ t: 'enqueue:failed', ids });
@@ -67,6 +72,9 @@ export function recordingEnqueue(timeline: TimelineEvent[] = []): RecordingEnque
   fn.batches = [];
   fn.failNext = (times = 1, error = new Error('ERR_REDIS_UNAVAILABLE: redis down')) => {
     failures = [...failures, ...Array.from({ length: times }, () => error)];
+  };
+  fn.refuse = (check) => {
+    refuse = check;
   };
   fn.hold = () => {
     held = true;

@@ -26,6 +26,8 @@ export interface RecordingEnqueue {
   /** Resolved calls, in order: what was durable when. */
   durable: string[];
   failNext(times?: number, error?: Error): void;
+  /** Fails any call holding a job this returns an error for, as addBulk fails a whole batch. */
+  refuse(check: (job: EnqueueInput) => Error | undefined): void;
   /** Parks every call until `release()`. */
   hold(): void;
   release(): void;
@@ -35,10 +37,13 @@ export interface RecordingEnqueue {
 export function recordingEnqueue(): RecordingEnqueue {
   let failures: Error[] = [];
   let held = false;
+  let refuse: ((job: EnqueueInput) => Error | undefined) | undefined;
   const parked: (() => void)[] = [];
   const fn = (async (jobs: EnqueueInput[]) => {
     fn.batches.push(jobs.map((j) => j.id));
     if (held) await new Promise<void>((resolve) => parked.push(resolve));
+    const refused = jobs.map((j) => refuse?.(j)).find((e) => e !== undefined);
+    if (refused) throw refused;
     const failure = failures.shift();
     if (failure) throw failure;
     return jobs.map((j) => {
@@ -53,6 +58,9 @@ export function recordingEnqueue(): RecordingEnqueue {
   fn.durable = [];
   fn.failNext = (times = 1, error = new Error('ERR_REDIS_UNAVAILABLE: redis down')) => {
     failures = [...failures, ...Array.from({ length: times }, () => error)];
+  };
+  fn.refuse = (check) => {
+    refuse = check;
   };
   fn.hold = () => {
     held = true;

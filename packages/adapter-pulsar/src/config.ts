@@ -112,7 +112,7 @@ export const pulsarSinkConfigSchema = z
     reply_to_property: z.string().min(1).default('reply_to'),
     /** Message property holding the correlation id (else the message id, else the job id). @defaultValue "correlation_id" */
     correlation_id_property: z.string().min(1).default('correlation_id'),
-    /** Also send a usage record per result to this topic. */
+    /** Topic for usage records (sink config `events: [usage]`); else `topic`. */
     usage_topic: topicName.optional(),
     /** Producers kept open (one per topic, least recently used closed first). @defaultValue 32 */
     max_producers: z.int().min(1).max(10_000).default(32),

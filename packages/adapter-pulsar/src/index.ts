@@ -2,8 +2,8 @@ export { pulsarSource, createPulsarSource, PulsarSource, pulsarJobId } from './s
 export type { PulsarRef, PulsarSourceDeps, PulsarSourceStatus } from './source.js';
 export { pulsarSink, createPulsarSink, PulsarSink } from './sink.js';
 export type { PulsarReply, PulsarSinkDeps } from './sink.js';
-export { createPulsarUsageProducer, sendUsageRecord, toUsageRecord } from './usage.js';
-export type { PulsarUsageProducer, UsageRecord } from './usage.js';
+export { createPulsarUsageProducer, sendUsageRecord } from './usage.js';
+export type { PulsarUsageProducer } from './usage.js';
 export { pulsarAcks, settlePulsarJob, PulsarAckRegistry } from './ack-registry.js';
 export {
   pulsarSourceConfigSchema,

@@ -1,11 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { errorCode, isRetryable, type JobResult, type SinkWriteInput, type SourceRef } from '@llmq/core';
+import { errorCode, isRetryable, type JobResult, type SinkWriteInput, type SourceRef, type UsageRecord } from '@llmq/core';
 import { PulsarAckRegistry } from './ack-registry.js';
 import { pulsarSinkConfigSchema, type PulsarSinkConfigInput } from './config.js';
 import { createPulsarSink, pulsarSink, type PulsarSink } from './sink.js';
 import { memoryLogger } from './test/context.js';
 import { FakePulsar } from './test/fake-pulsar.js';
-import { createPulsarUsageProducer, toUsageRecord } from './usage.js';
+import { createPulsarUsageProducer } from './usage.js';
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -30,6 +30,28 @@ const result: JobResult = {
   first_token_at: 1_050,
   completed_at: 1_400,
   worker: 'w1',
+};
+
+const usage: UsageRecord = {
+  object: 'usage',
+  job_id: 'j1',
+  model: 'echo',
+  served_by: 'echo-fallback',
+  backend: 'echo',
+  worker: 'w1',
+  key_id: null,
+  source: 'pulsar',
+  status: 'completed',
+  created_at: 900,
+  started_at: 1_000,
+  first_token_at: 1_050,
+  completed_at: 1_400,
+  queue_wait_ms: 100,
+  processing_ms: 400,
+  time_to_first_token_ms: 50,
+  prompt_tokens: 4,
+  completion_tokens: 6,
+  total_tokens: 10,
 };
 
 function pulsarSourceRef(properties: Record<string, string>): SourceRef {
@@ -101,22 +123,26 @@ describe('pulsar sink', () => {
     expect(isRetryable(err)).toBe(false);
   });
 
-  it('sends a usage record per result to usage_topic', async () => {
+  it('produces usage records (events: [usage]) to usage_topic, not with results', async () => {
     const broker = new FakePulsar();
     const sink = await sinkWith(broker, { topic: 'r', usage_topic: 'usage' });
     await sink.write(input('j1', pulsarSourceRef({})));
+    expect(broker.produced('usage')).toEqual([]);
+    await sink.writeUsage(usage, { signal: new AbortController().signal, logger: memoryLogger() });
     const [record] = broker.produced('usage');
-    expect(record?.properties).toMatchObject({ llmq_job_id: 'j1', llmq_type: 'llmq.usage' });
-    expect(record?.data).toMatchObject({
-      type: 'llmq.usage',
-      job_id: 'j1',
-      model: 'echo-fallback',
-      requested_model: 'echo',
-      source: { type: 'pulsar', name: 'requests' },
-      worker: 'w1',
-      usage: { prompt_tokens: 4, completion_tokens: 6, total_tokens: 10 },
-      timings: { started_at: 1_000, first_token_at: 1_050, completed_at: 1_400, generation_ms: 400, time_to_first_token_ms: 50 },
-    });
+    expect(record?.data).toEqual(usage);
+    expect(record?.properties).toEqual({ llmq_job_id: 'j1', llmq_type: 'usage', llmq_model: 'echo' });
+  });
+
+  it('sends usage to topic when there is no usage_topic, and refuses without retry when neither is set', async () => {
+    const broker = new FakePulsar();
+    const sink = await sinkWith(broker, { topic: 'r' });
+    await sink.writeUsage(usage, { signal: new AbortController().signal, logger: memoryLogger() });
+    expect(broker.produced('r')).toHaveLength(1);
+    const bare = await sinkWith(broker);
+    const err = await bare.writeUsage(usage, { signal: new AbortController().signal, logger: memoryLogger() }).catch((e: unknown) => e);
+    expect(errorCode(err)).toBe('ERR_SINK_WRITE');
+    expect(isRetryable(err)).toBe(false);
   });
 
   it('is type pulsar', () => {
@@ -129,8 +155,8 @@ describe('pulsar usage producer', () => {
   it('sends records to its topic and closes producer and client', async () => {
     const broker = new FakePulsar();
     const producer = await createPulsarUsageProducer({ name: 'billing', config: { service_url: 'pulsar://b:6650', topic: 'billing' } }, ctx(), { loadModule: async () => broker.module });
-    await producer.send(toUsageRecord({ jobId: 'j', model: 'm', result }, 5));
-    expect(broker.produced('billing')[0]?.data).toMatchObject({ job_id: 'j', at: 5, usage: { total_tokens: 10 } });
+    await producer.send(usage);
+    expect(broker.produced('billing')[0]?.data).toEqual(usage);
     await producer.close();
     expect(broker.calls.map((c) => c.op)).toEqual(expect.arrayContaining(['producer.close', 'client.close']));
   });

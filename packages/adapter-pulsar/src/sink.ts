@@ -1,11 +1,11 @@
-import { LlmqError, defineSink, type AdapterContext, type Logger, type Sink, type SinkWriteInput } from '@llmq/core';
+import { LlmqError, defineSink, type AdapterContext, type Logger, type Sink, type SinkWriteInput, type UsageRecord } from '@llmq/core';
 import { pulsarAcks, type PulsarAckRegistry } from './ack-registry.js';
 import { pulsarSinkConfigSchema, type PulsarSinkConfig } from './config.js';
 import { createPulsarClient, loadPulsarClient, type PulsarClient, type PulsarModuleLoader } from './driver.js';
 import { ProducerCache } from './producer-cache.js';
 import type { PulsarRef } from './source.js';
 import { errSummary } from './util.js';
-import { sendUsageRecord, toUsageRecord } from './usage.js';
+import { sendUsageRecord } from './usage.js';
 
 /** What a reply message carries (JSON). */
 export interface PulsarReply {
@@ -36,8 +36,8 @@ function pulsarRef(input: SinkWriteInput): Partial<PulsarRef> | undefined {
 
 /**
  * Produces each result to a reply topic (the message's `reply_to` property, else `topic`) with
- * its correlation id, optionally a usage record to `usage_topic`, and then acks the source
- * message when it was held for `ack: after_sink`.
+ * its correlation id, then acks the source message when it was held for `ack: after_sink`.
+ * With `events: [usage]` it also produces the platform's usage records.
  */
 export class PulsarSink implements Sink {
   readonly name: string;
@@ -106,10 +106,6 @@ export class PulsarSink implements Sink {
       },
     };
     try {
-      if (this.config.usage_topic !== undefined) {
-        const usageProducer = await this.producers.get(this.config.usage_topic);
-        await sendUsageRecord(usageProducer, toUsageRecord(input));
-      }
       const producer = await this.producers.get(topic);
       await producer.send({
         data: Buffer.from(JSON.stringify(reply)),
@@ -124,6 +120,22 @@ export class PulsarSink implements Sink {
     input.logger.debug({ sink: this.name, topic }, 'result produced');
     // The result is committed: a message held for `ack: after_sink` in this process can go.
     if (await this.acks.settle(input.jobId).catch(() => false)) input.logger.debug({ sink: this.name }, 'source message acked after the sink write');
+  }
+
+  /** With `events: [usage]` in the sink's config: one usage record per finished job to `usage_topic` (else `topic`). */
+  async writeUsage(record: UsageRecord, options: { signal: AbortSignal; logger: Logger }): Promise<void> {
+    if (this.closing) throw new LlmqError('ERR_SINK_WRITE', `pulsar sink "${this.name}" is closed`);
+    if (options.signal.aborted) throw new LlmqError('ERR_SINK_WRITE', `pulsar sink "${this.name}": aborted before writing usage of job ${record.job_id}`);
+    const topic = this.config.usage_topic ?? this.config.topic;
+    if (topic === undefined) {
+      throw new LlmqError('ERR_SINK_WRITE', `pulsar sink "${this.name}" receives usage records but has neither "usage_topic" nor "topic"`, { retryable: false });
+    }
+    try {
+      await sendUsageRecord(await this.producers.get(topic), record);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      throw new LlmqError('ERR_SINK_WRITE', `pulsar sink "${this.name}": producing the usage record of job ${record.job_id} to ${topic} failed: ${message}`, { cause: err });
+    }
   }
 }
 

@@ -1,4 +1,4 @@
-import { LlmqError, defineSink, type AdapterContext, type Logger, type Sink, type SinkWriteInput } from '@llmq/core';
+import { LlmqError, defineSink, type AdapterContext, type Logger, type Sink, type SinkFailureInput, type SinkWriteInput } from '@llmq/core';
 import { mongoSinkConfigSchema, resolveMongoUrl, type MongoSinkConfig } from './config.js';
 import { loadMongoDriver, type EjsonLike, type MongoClientLike } from './driver.js';
 import { asMongoRef, type WriteBack } from './mapping.js';
@@ -102,6 +102,11 @@ export class MongoSink implements Sink {
     } else if (outcome === 'missing') {
       input.logger.warn({ sink: this.name, ns: target }, 'source document no longer exists; result not written back');
     }
+  }
+
+  /** Called by the worker once a job failed for good: marks the source document failed. */
+  async writeFailure(input: SinkFailureInput): Promise<void> {
+    await this.markFailed({ jobId: input.jobId, source: input.source, error: input.error });
   }
 
   /** See {@link MongoSource.markFailed}; for hosts that have the sink at hand rather than the source. */

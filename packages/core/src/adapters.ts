@@ -150,9 +150,24 @@ export interface UsageRecord {
   total_tokens: number;
 }
 
+export interface SinkFailureInput {
+  jobId: string;
+  model: string;
+  request: GenerationRequest;
+  source: SourceRef | undefined;
+  error: { message: string; code: string };
+  signal: AbortSignal;
+  logger: Logger;
+}
+
 export interface Sink extends InstanceBase {
   /** Must be idempotent by `jobId`: a write may be repeated after a crash. */
   write(input: SinkWriteInput): Promise<void>;
+  /**
+   * Told once a job failed for good (after its last attempt, or cancelled), so the sink can mark
+   * the source record failed. Best effort: errors are logged, not retried.
+   */
+  writeFailure?(input: SinkFailureInput): Promise<void>;
   /** Receives usage records when the sink's config lists `events: [usage]`; idempotent by `job_id`. */
   writeUsage?(record: UsageRecord, options: { signal: AbortSignal; logger: Logger }): Promise<void>;
 }

@@ -1,4 +1,6 @@
 import { echoBackend, type AdapterDefinition } from '@llmq/core';
+import { mongoSink, mongoSource } from '@llmq/adapter-mongodb';
+import { pulsarSink, pulsarSource } from '@llmq/adapter-pulsar';
 import { openAiBackend } from '@llmq/backend-openai';
 import { textSynthBackend } from '@llmq/backend-textsynth';
 import { webhookSink } from '@llmq/sink-webhook';
@@ -7,4 +9,4 @@ import { webhookSink } from '@llmq/sink-webhook';
  * Every adapter shipped with llmq. Definition modules are light: heavy drivers
  * (node-llama-cpp, mongodb, pulsar-client) load only when an instance is created.
  */
-export const BUILTIN_DEFINITIONS: readonly AdapterDefinition[] = [echoBackend, openAiBackend, textSynthBackend, webhookSink];
+export const BUILTIN_DEFINITIONS: readonly AdapterDefinition[] = [echoBackend, openAiBackend, textSynthBackend, webhookSink, mongoSource, mongoSink, pulsarSource, pulsarSink];

@@ -349,7 +349,21 @@ export class ModelWorker {
     const final = !retryable || attempt >= maxAttempts;
     log.warn({ code: errorCode(message), final, attempts: maxAttempts }, final ? 'job failed' : 'job attempt failed, will retry');
     if (final && code !== 'ERR_JOB_CANCELLED') await this.deadLetter(job, message, attempt);
+    if (final) await this.notifyFailure(job, message, log);
     return final ? new UnrecoverableError(message) : new Error(message);
+  }
+
+  /** Lets sinks mark the source record failed (e.g. a MongoDB document's status). */
+  private async notifyFailure(job: Job<JobData, JobResult>, message: string, log: Logger): Promise<void> {
+    const error = { message: errorDetail(message), code: errorCode(message) ?? 'ERR_INTERNAL' };
+    for (const { sink } of this.sinksFor(job.data)) {
+      if (!sink.writeFailure) continue;
+      try {
+        await sink.writeFailure({ jobId: fromBullId(job.id ?? ''), model: this.o.model.name, request: job.data.request, source: job.data.source, error, signal: AbortSignal.timeout(10_000), logger: log });
+      } catch (err) {
+        log.warn({ sink: sink.name, err: asError(err).message }, 'sink could not record the failure');
+      }
+    }
   }
 
   private async deadLetter(job: Job<JobData, JobResult>, message: string, attempts: number): Promise<void> {
@@ -390,9 +404,9 @@ export class ModelWorker {
     publisher.publish(id, { type: 'failed', error: { message: errorDetail(err.message), code }, attempt: job.attemptsMade, will_retry: !final });
     // Jobs failed by the stalled checker never ran our catch block: dead-letter them here.
     if (final && !this.dlqAdded.delete(id)) {
-      await this.deadLetter(job, err.message.startsWith('ERR_') ? err.message : `ERR_WORKER_SHUTDOWN: ${err.message}`, job.attemptsMade).catch((e: unknown) =>
-        this.log.error({ err: e, jobId: id }, 'could not dead-letter job'),
-      );
+      const message = err.message.startsWith('ERR_') ? err.message : `ERR_WORKER_SHUTDOWN: ${err.message}`;
+      await this.deadLetter(job, message, job.attemptsMade).catch((e: unknown) => this.log.error({ err: e, jobId: id }, 'could not dead-letter job'));
+      await this.notifyFailure(job, message, this.log);
       this.dlqAdded.delete(id);
     }
   }

@@ -4,7 +4,7 @@
 // every figure printed here was measured in this run.
 //
 // Knobs (env): BENCH_JOBS (20000), BENCH_CONCURRENCY (50), BENCH_CHUNK (1000 jobs per bulk add),
-// BENCH_ROUNDS (2: raw, llmq, raw, llmq), BENCH_RATE (2000 jobs/s offered in the latency phase),
+// BENCH_ROUNDS (2: raw, llmq, raw, llmq), BENCH_RATE (1000 jobs/s offered in the latency phase),
 // BENCH_PACED_S (3), BENCH_MONITOR_JOBS (500; 0 skips the MONITOR command count),
 // BENCH_HTTP_S (10), BENCH_HTTP_CONNECTIONS (50), BENCH_HTTP_BATCH (100),
 // BENCH_HTTP_MODE (child | inprocess), BENCH_SKIP_HTTP=1, BENCH_OUT (bench-results/spine.json).
@@ -30,7 +30,7 @@ const N = int(env.BENCH_JOBS, 20_000);
 const CONCURRENCY = int(env.BENCH_CONCURRENCY, 50);
 const CHUNK = Math.max(1, int(env.BENCH_CHUNK, 1000));
 const ROUNDS = Math.max(1, int(env.BENCH_ROUNDS, 2));
-const RATE = Math.max(100, int(env.BENCH_RATE, 2000));
+const RATE = Math.max(100, int(env.BENCH_RATE, 1000));
 const PACED_S = Number(env.BENCH_PACED_S ?? 3);
 const MONITOR_N = int(env.BENCH_MONITOR_JOBS, 500);
 const HTTP_S = Math.max(1, int(env.BENCH_HTTP_S, 10));
@@ -97,6 +97,9 @@ function perJob(stats, n) {
   for (const [cmd, { calls: c }] of Object.entries(stats)) if (!cmd.startsWith('config') && cmd !== 'info') calls += c;
   return { commands: round(calls / n, 2) };
 }
+
+/** Profiling aid: a script that imports this bench may set globalThis.llmqBenchHooks.phase(side, name, 'start' | 'end'). */
+const hook = async (side, name, edge) => globalThis.llmqBenchHooks?.phase?.(side, name, edge);
 
 const round = (x, d = 0) => (x === null || x === undefined || Number.isNaN(x) ? null : Math.round(x * 10 ** d) / 10 ** d);
 
@@ -239,16 +242,19 @@ async function runSide(kind, redis, admin, { n, paced, monitor }) {
     };
   }
 
+  // RESETSTAT zeroes commandstats and the read/write counters (not the CPU), so read after it.
+  await admin.config('RESETSTAT');
   const cpu0 = process.cpuUsage();
   const rc0 = await redisCounters(admin);
-  await admin.config('RESETSTAT');
   if (monitor) {
     await monitor.settle();
     phase = 'enqueue';
   }
+  await hook(kind, 'enqueue', 'start');
   const e0 = performance.now();
   for (let done = 0; done < n; done += CHUNK) await side.enqueue(Math.min(CHUNK, n - done));
   const e1 = performance.now();
+  await hook(kind, 'enqueue', 'end');
   if (monitor) {
     await monitor.settle();
     phase = 'setup';
@@ -265,17 +271,19 @@ async function runSide(kind, redis, admin, { n, paced, monitor }) {
     if (latencies) latencies.push(Date.now() - job.timestamp);
   });
   const drained = done.waitFor(n, 120_000);
+  await admin.config('RESETSTAT');
   const cpu2base = process.cpuUsage();
   const rc2 = await redisCounters(admin);
-  await admin.config('RESETSTAT');
   if (monitor) {
     await monitor.settle();
     phase = 'process';
   }
+  await hook(kind, 'process', 'start');
   const p0 = performance.now();
   await side.queue.resume();
   await drained;
   const p1 = performance.now();
+  await hook(kind, 'process', 'end');
   if (monitor) {
     await monitor.settle();
     phase = 'setup';

@@ -16,6 +16,29 @@ function sleep(ms, signal) {
   });
 }
 
+export const scriptedSource = {
+  kind: 'source',
+  type: 'test-source',
+  configSchema: { safeParse: (v) => ({ success: true, data: { count: 10, model: 'echo', redeliver: true, ...(v ?? {}) } }) },
+  create({ name, config }, ctx) {
+    let acked = 0;
+    return {
+      name,
+      acked: () => acked,
+      async check() {},
+      async close() {},
+      async start() {
+        const jobs = Array.from({ length: config.count }, (_, i) => ({ id: 'test:' + name + ':' + i, request: { model: config.model, prompt: 'doc ' + i }, source: { type: 'test-source', ref: { i } } }));
+        const first = await ctx.enqueue(jobs);
+        // A re-delivery of the same messages collapses on their ids.
+        const again = config.redeliver ? await ctx.enqueue(jobs) : [];
+        acked = first.length;
+        ctx.logger.info({ created: first.filter((r) => r.created).length, recreated: again.filter((r) => r.created).length }, 'test source enqueued');
+      },
+    };
+  },
+};
+
 export const scriptedSink = {
   kind: 'sink',
   type: 'test-sink',

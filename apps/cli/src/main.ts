@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { Client } from './client.js';
 import { runDev } from './dev.js';
 import { loadtest } from './loadtest.js';
+import { runMongoWorker } from './mongo-worker.js';
 
 const program = new Command();
 program
@@ -90,6 +91,17 @@ program
   .option('--max-tokens <n>', 'max_tokens', (v) => Number(v))
   .action(async (o: { model: string; count: number; rps: number; concurrency: number; prompt: string; maxTokens?: number }) => {
     print(await loadtest(client(), o, (l) => console.error(l)));
+  });
+
+program
+  .command('mongo-worker')
+  .description("drop-in for the seed MongoDB worker: its flags (--parallel --model --mongo_connection_string --template --db_name --requests_collection --batch_size --timeout --min_len --max_len) and env vars (DB_URI DB_NAME REQUESTS_COLLECTION BATCH_SIZE WORKER_CNT TIMEOUT MIN_LEN MAX_LEN MODEL_NAME TEMPLATE); source, worker and write-back in one process")
+  .allowUnknownOption(true)
+  .helpOption(false)
+  .argument('[args...]')
+  .action(async () => {
+    const at = process.argv.indexOf('mongo-worker');
+    await runMongoWorker(process.argv.slice(at + 1));
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

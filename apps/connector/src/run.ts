@@ -1,6 +1,6 @@
-import type { Logger, Source, SourceContext } from '@llmq/core';
+import type { JobRequest, Logger, Source, SourceContext } from '@llmq/core';
 import { Producer, createRedis, createSourceKv, getMetrics, keys as makeKeys, checkRedisPolicy } from '@llmq/queue';
-import { adapterContext, type Platform } from '@llmq/platform';
+import { adapterContext, validateForModel, type Platform } from '@llmq/platform';
 import type { Registry } from 'prom-client';
 
 export interface ConnectorHandle {
@@ -36,7 +36,11 @@ export async function startConnector(options: { platform: Platform; logger: Logg
       ...adapterContext(platform, slog, shutdown.signal, options.env),
       kv: createSourceKv(connection, keys, name),
       async enqueue(jobs) {
-        for (const job of jobs) job.source = { ...job.source, name: job.source.name ?? name };
+        for (const job of jobs) {
+          job.source = { ...job.source, name: job.source.name ?? name };
+          // Same checks as the gateway: unknown model or unsupported parameter is a non-retryable error.
+          validateForModel(platform, job.request as JobRequest);
+        }
         const results = await producer.enqueueMany(jobs);
         for (let i = 0; i < jobs.length; i++) if (results[i]?.created) metrics.enqueued.inc({ model: jobs[i]!.request.model, source: s.definition.type });
         return results;

@@ -385,7 +385,8 @@ function monitorPerJob(counts, n) {
 async function httpIngest(redis, admin) {
   await admin.flushall();
   const platform = await createPlatform(llmqConfig(redis.url, 'bench-http'));
-  const served = await serveGateway({ platform, logger: quiet, port: 0, host: '127.0.0.1' });
+  // 'error': the gateway's "no API keys" warning is expected here and would only clutter the output.
+  const served = await serveGateway({ platform, logger: createLogger({ level: 'error', name: 'llmq-bench-gateway' }), port: 0, host: '127.0.0.1' });
   const queue = served.gateway.producer.queue(MODEL);
   const run = HTTP_MODE === 'child' ? loadInChild : load;
   const single = JSON.stringify({ model: MODEL, prompt: PROMPT });

@@ -1,0 +1,43 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorCode, isRetryable } from '@llmq/core';
+import { checkModelFile } from './model-file.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'llmq-model-file-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error);
+
+describe('checkModelFile', () => {
+  it('says how to pull a missing model, with the exact uri when it is configured', async () => {
+    const path = join(dir, 'missing.gguf');
+    const err = await failure(checkModelFile(path, 'hf:acme/tiny-GGUF:Q4_K_M'));
+    expect(errorCode(err)).toBe('ERR_MODEL_FILE_MISSING');
+    expect(isRetryable(err)).toBe(false);
+    expect(err?.message).toContain(path);
+    expect(err?.message).toContain('llmq model pull hf:acme/tiny-GGUF:Q4_K_M');
+    expect((await failure(checkModelFile(path)))?.message).toContain('llmq model pull <uri>');
+  });
+
+  it('rejects a file that is not a GGUF, and a directory', async () => {
+    const html = join(dir, 'page.gguf');
+    writeFileSync(html, '<!doctype html><title>404</title>');
+    const err = await failure(checkModelFile(html));
+    expect(errorCode(err)).toBe('ERR_MODEL_LOAD');
+    expect(err?.message).toMatch(/not a GGUF file.*"<!do"/);
+    const folder = join(dir, 'folder.gguf');
+    mkdirSync(folder);
+    expect(errorCode(await failure(checkModelFile(folder)))).toBe('ERR_MODEL_LOAD');
+    const empty = join(dir, 'empty.gguf');
+    writeFileSync(empty, '');
+    expect(errorCode(await failure(checkModelFile(empty)))).toBe('ERR_MODEL_LOAD');
+  });
+
+  it('accepts a GGUF header', async () => {
+    const ok = join(dir, 'ok.gguf');
+    writeFileSync(ok, Buffer.from('GGUF\x03\x00\x00\x00', 'latin1'));
+    await expect(checkModelFile(ok)).resolves.toEqual({ size: 8 });
+  });
+});

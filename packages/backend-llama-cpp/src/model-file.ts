@@ -1,0 +1,47 @@
+import { open, stat } from 'node:fs/promises';
+import { LlmqError } from '@llmq/core';
+
+const GGUF_MAGIC = 'GGUF';
+
+/**
+ * Checks, before llama.cpp sees it, that `path` is a readable GGUF file, so a wrong path or a
+ * half-downloaded HTML error page fails with a message that says what to do.
+ */
+export async function checkModelFile(path: string, modelUri?: string): Promise<{ size: number }> {
+  let size: number;
+  try {
+    const info = await stat(path);
+    if (!info.isFile()) throw new LlmqError('ERR_MODEL_LOAD', `model path ${path} is not a file`);
+    size = info.size;
+  } catch (err) {
+    if (err instanceof LlmqError) throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      const how = modelUri
+        ? `download it with \`llmq model pull ${modelUri}\``
+        : 'download it with `llmq model pull <uri>` (set `model_uri` in the model\'s options to have the exact command here)';
+      throw new LlmqError('ERR_MODEL_FILE_MISSING', `model file ${path} does not exist; ${how}`, { cause: err });
+    }
+    throw new LlmqError('ERR_MODEL_LOAD', `model file ${path} cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  let head: Buffer;
+  try {
+    const file = await open(path, 'r');
+    try {
+      head = Buffer.alloc(4);
+      const { bytesRead } = await file.read(head, 0, 4, 0);
+      head = head.subarray(0, bytesRead);
+    } finally {
+      await file.close();
+    }
+  } catch (err) {
+    throw new LlmqError('ERR_MODEL_LOAD', `model file ${path} cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  if (head.toString('latin1') !== GGUF_MAGIC) {
+    throw new LlmqError(
+      'ERR_MODEL_LOAD',
+      `model file ${path} is not a GGUF file (${size} bytes, starts with ${JSON.stringify(head.toString('latin1'))}); ` +
+        'llama.cpp needs a .gguf model: convert it or download a GGUF build',
+    );
+  }
+  return { size };
+}

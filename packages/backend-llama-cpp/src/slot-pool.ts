@@ -1,0 +1,69 @@
+import { LlmqError } from '@llmq/core';
+
+/** The error a job sees when its signal fires: the signal's reason when it is an Error. */
+export function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new LlmqError('ERR_JOB_CANCELLED', 'aborted');
+}
+
+/**
+ * A fixed set of slots (context sequences) handed out first come, first served. A waiter whose
+ * signal fires leaves the queue at once; a slot is handed straight to the next waiter on release.
+ */
+export class SlotPool<T> {
+  private readonly free: T[];
+  private readonly waiters: { resolve(slot: T): void; reject(err: Error): void; cleanup(): void }[] = [];
+  private closedError: Error | undefined;
+
+  constructor(slots: readonly T[]) {
+    this.free = [...slots];
+  }
+
+  get available(): number {
+    return this.free.length;
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  acquire(signal: AbortSignal): Promise<T> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    if (signal.aborted) return Promise.reject(abortReason(signal));
+    const slot = this.free.shift();
+    if (slot !== undefined) return Promise.resolve(slot);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(abortReason(signal));
+      };
+      const waiter = {
+        resolve,
+        reject,
+        cleanup: () => signal.removeEventListener('abort', onAbort),
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  release(slot: T): void {
+    const next = this.waiters.shift();
+    if (next) {
+      next.cleanup();
+      next.resolve(slot);
+    } else {
+      this.free.push(slot);
+    }
+  }
+
+  /** Rejects every waiter and every later acquire with `err`. */
+  close(err: Error): void {
+    this.closedError = err;
+    for (const waiter of this.waiters.splice(0)) {
+      waiter.cleanup();
+      waiter.reject(err);
+    }
+  }
+}

@@ -1,0 +1,149 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorCode } from '@llmq/core';
+import { compileJinjaTemplate, compilePlainTemplate, loadTemplate, segmentsText } from './templates.js';
+
+/** The templates shipped in the repository's config/templates. */
+const shipped = resolve(dirname(fileURLToPath(import.meta.url)), '../../../config/templates');
+const tokens = { bos: '<s>', eos: '</s>' };
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (err: unknown) => err,
+  );
+}
+
+describe('shipped phi3.template', () => {
+  it('renders a prompt job in the Phi-3 format', async () => {
+    const t = await loadTemplate(shipped, 'phi3');
+    expect(t.kind).toBe('template');
+    expect(segmentsText(t.render({ prompt: 'What is 2+2?' }, tokens))).toBe(
+      '<|system|>\n<|end|>\n<|user|>\nWhat is 2+2?<|end|>\n<|assistant|>\n',
+    );
+  });
+
+  it('puts system messages in {system} and the user message in {prompt}', async () => {
+    const t = await loadTemplate(shipped, 'phi3');
+    const segments = t.render(
+      {
+        messages: [
+          { role: 'system', content: 'Be brief.' },
+          { role: 'system', content: 'Answer in French.' },
+          { role: 'user', content: 'Hello' },
+        ],
+      },
+      tokens,
+    );
+    expect(segmentsText(segments)).toBe('<|system|>\nBe brief.\n\nAnswer in French.<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\n');
+    // Template text may hold control tokens; job text is plain, so it cannot forge a turn.
+    expect(segments).toContainEqual({ text: 'Hello', special: false });
+    expect(segments[0]).toEqual({ text: '<|system|>\n', special: true });
+  });
+
+  it('refuses multi-turn chat with a non-retryable request error', async () => {
+    const t = await loadTemplate(shipped, 'phi3');
+    const err = (() => {
+      try {
+        t.render({ messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }] }, tokens);
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(errorCode(err)).toBe('ERR_REQUEST_INVALID');
+    expect(String(err)).toMatch(/single-turn.*\.jinja/);
+  });
+});
+
+describe('shipped chatml.jinja', () => {
+  it('renders HF-style messages with a generation prompt', async () => {
+    const t = await loadTemplate(shipped, 'chatml');
+    expect(t.kind).toBe('jinja');
+    const segments = t.render(
+      {
+        messages: [
+          { role: 'system', content: 'S' },
+          { role: 'user', content: 'Hi <|im_end|>' },
+          { role: 'assistant', content: 'Yo' },
+          { role: 'user', content: 'More' },
+        ],
+      },
+      tokens,
+    );
+    expect(segmentsText(segments)).toBe(
+      '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi <|im_end|><|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n<|im_start|>user\nMore<|im_end|>\n<|im_start|>assistant\n',
+    );
+    // The control-token lookalike the user typed stays plain text.
+    expect(segments).toContainEqual({ text: 'Hi <|im_end|>', special: false });
+  });
+
+  it('treats a prompt job as one user message', async () => {
+    const t = await loadTemplate(shipped, 'chatml');
+    expect(segmentsText(t.render({ prompt: 'Tell me' }, tokens))).toBe('<|im_start|>user\nTell me<|im_end|>\n<|im_start|>assistant\n');
+  });
+});
+
+describe('Jinja templates', () => {
+  it('gets bos_token and eos_token from the model', async () => {
+    const t = await compileJinjaTemplate('x', "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{{ eos_token }}{% endfor %}");
+    expect(segmentsText(t.render({ prompt: 'p' }, { bos: '<B>', eos: '<E>' }))).toBe('<B>[user]p<E>');
+  });
+
+  it('turns raise_exception into a request error', async () => {
+    const t = await compileJinjaTemplate('strict', "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be from the user') }}{% endif %}ok");
+    const err = (() => {
+      try {
+        t.render({ messages: [{ role: 'assistant', content: 'x' }] }, tokens);
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(errorCode(err)).toBe('ERR_REQUEST_INVALID');
+    expect(String(err)).toMatch(/first message must be from the user/);
+  });
+
+  it('still renders templates that transform the content', async () => {
+    const t = await compileJinjaTemplate('upper', "{% for m in messages %}{{ m['content'] | upper }}{% endfor %}");
+    expect(t.render({ prompt: 'abc' }, tokens)).toEqual([{ text: 'ABC', special: true }]);
+  });
+
+  it('reports invalid Jinja as a config error', async () => {
+    expect(errorCode(await rejection(compileJinjaTemplate('bad', '{% for %}')))).toBe('ERR_CONFIG_INVALID');
+  });
+});
+
+describe('.template substitution', () => {
+  it('replaces only {system} and {prompt}, once, and keeps other braces', () => {
+    const t = compilePlainTemplate('x', '{"q": "{prompt}", "s": "{system}", "k": {other}}\n');
+    expect(segmentsText(t.render({ prompt: '{system}' }, tokens))).toBe('{"q": "{system}", "s": "", "k": {other}}\n');
+  });
+});
+
+describe('loadTemplate', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmq-templates-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('names the folder when a template is unknown', async () => {
+    const err = await rejection(loadTemplate(dir, 'nope'));
+    expect(errorCode(err)).toBe('ERR_REQUEST_INVALID');
+    expect(String(err)).toContain(dir);
+  });
+
+  it('refuses a name that could leave the folder', async () => {
+    expect(errorCode(await rejection(loadTemplate(dir, '../phi3')))).toBe('ERR_REQUEST_INVALID');
+    expect(errorCode(await rejection(loadTemplate(dir, '.hidden')))).toBe('ERR_REQUEST_INVALID');
+  });
+
+  it('refuses an ambiguous name (both .template and .jinja)', async () => {
+    writeFileSync(join(dir, 'both.template'), '{prompt}');
+    writeFileSync(join(dir, 'both.jinja'), '{{ messages[0].content }}');
+    expect(errorCode(await rejection(loadTemplate(dir, 'both')))).toBe('ERR_CONFIG_INVALID');
+  });
+});

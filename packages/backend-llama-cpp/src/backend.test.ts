@@ -1,0 +1,403 @@
+/**
+ * The llama-cpp backend on real GGUF files: always the generated tiny model, and also the file
+ * named by LLMQ_TEST_GGUF when it is set (a third-party model, for conformance).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { errorCode, isRetryable, type GenerateOutput, type GenerationRequest, type Logger } from '@llmq/core';
+import { generateTinyGguf, TINY_GGUF_TOKENS } from '@llmq/testing';
+import { llamaCppBackend, llamaCppStats, type LlamaCppBackend, type LlamaCppConfig } from './index.js';
+
+const templatesDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../../config/templates');
+const tinyPath = await generateTinyGguf();
+const external = process.env.LLMQ_TEST_GGUF;
+if (!external) {
+  console.info('[backend-llama-cpp] LLMQ_TEST_GGUF is not set: the run on a third-party GGUF is SKIPPED (generated tiny model only)');
+}
+
+interface LogEntry {
+  level: string;
+  obj: object | string;
+  msg?: string | undefined;
+}
+const logs: LogEntry[] = [];
+const logger: Logger = {
+  debug: (obj, msg) => void logs.push({ level: 'debug', obj, msg }),
+  info: (obj, msg) => void logs.push({ level: 'info', obj, msg }),
+  warn: (obj, msg) => void logs.push({ level: 'warn', obj, msg }),
+  error: (obj, msg) => void logs.push({ level: 'error', obj, msg }),
+  child: () => logger,
+};
+
+async function createBackend(config: LlamaCppConfig, concurrency: number): Promise<LlamaCppBackend> {
+  const ctx = { logger, signal: new AbortController().signal, configDir: tmpdir(), env: {} };
+  return (await llamaCppBackend.create({ name: 'test', config, concurrency }, ctx)) as LlamaCppBackend;
+}
+
+interface JobRun {
+  promise: Promise<GenerateOutput>;
+  streamed: () => string;
+  firstTokenAt: () => number | undefined;
+  settledAt: () => number | undefined;
+  controller: AbortController;
+}
+
+function startJob(backend: LlamaCppBackend, request: Omit<GenerationRequest, 'model'>, signal?: AbortSignal): JobRun {
+  const controller = new AbortController();
+  const chunks: string[] = [];
+  let first: number | undefined;
+  let settled: number | undefined;
+  const promise = backend.generate({
+    jobId: 'job',
+    attempt: 1,
+    model: 'test',
+    request: { model: 'test', ...request },
+    signal: signal ?? controller.signal,
+    logger,
+    onToken(text) {
+      first ??= performance.now();
+      chunks.push(text);
+    },
+  });
+  void promise.then(
+    () => (settled = performance.now()),
+    () => (settled = performance.now()),
+  );
+  return { promise, controller, streamed: () => chunks.join(''), firstTokenAt: () => first, settledAt: () => settled };
+}
+
+async function run(backend: LlamaCppBackend, request: Omit<GenerationRequest, 'model'>) {
+  const job = startJob(backend, request);
+  const out = await job.promise;
+  return { ...out, streamed: job.streamed() };
+}
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e as Error & { details?: Record<string, unknown> },
+  );
+
+/** The JSON schema the JSON tests ask for, and a validator for exactly that schema. */
+const personSchema = {
+  type: 'object',
+  properties: {
+    name: { type: 'string' },
+    age: { type: 'integer' },
+    tags: { type: 'array', items: { type: 'string' } },
+    ok: { type: 'boolean' },
+  },
+  required: ['name', 'age', 'tags', 'ok'],
+  additionalProperties: false,
+};
+function isPerson(v: unknown): boolean {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const o = v as Record<string, unknown>;
+  return (
+    Object.keys(o).sort().join(',') === 'age,name,ok,tags' &&
+    typeof o.name === 'string' &&
+    Number.isInteger(o.age) &&
+    Array.isArray(o.tags) &&
+    o.tags.every((t) => typeof t === 'string') &&
+    typeof o.ok === 'boolean'
+  );
+}
+
+const models = [
+  { label: 'generated tiny GGUF', path: tinyPath, tiny: true },
+  ...(external ? [{ label: `LLMQ_TEST_GGUF (${basename(external)})`, path: external, tiny: false }] : []),
+];
+
+describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
+  let backend: LlamaCppBackend;
+  let loadsBefore: number;
+  let contextsBefore: number;
+
+  beforeAll(async () => {
+    const stats = llamaCppStats();
+    loadsBefore = stats.modelLoads;
+    contextsBefore = stats.contextsCreated;
+    // 1024 tokens a sequence: long enough that the cancel tests' jobs are still decoding when they look.
+    // One thread: on a shared 2-core machine llama.cpp's spinning threads make `threads: 2` up to
+    // 100x slower for a model this small whenever the other core is busy (see the README).
+    backend = await createBackend({ model_path: path, context_size: 1024, threads: 1, gpu: false, templates_dir: templatesDir }, 4);
+  });
+  afterAll(async () => {
+    await backend.close();
+  });
+
+  it('loads the model and passes check()', async () => {
+    await expect(backend.check()).resolves.toBeUndefined();
+    expect(backend.contextSize).toBeGreaterThanOrEqual(1024);
+    expect(llamaCppStats().modelLoads).toBe(loadsBefore + 1);
+  });
+
+  it('runs four concurrent jobs together on one model load and one context', async () => {
+    const jobs = [0, 1, 2, 3].map((i) => startJob(backend, { prompt: `Job number ${i}:`, max_tokens: 24, temperature: 0 }));
+    const outs = await Promise.all(jobs.map((j) => j.promise));
+    for (const out of outs) expect(out.usage.completion_tokens).toBe(24);
+    // Decoded side by side: every job had its first token before any job finished.
+    const lastFirst = Math.max(...jobs.map((j) => j.firstTokenAt() ?? Infinity));
+    const firstDone = Math.min(...jobs.map((j) => j.settledAt() ?? -Infinity));
+    expect(lastFirst).toBeLessThan(firstDone);
+    const stats = llamaCppStats();
+    expect(stats.modelLoads).toBe(loadsBefore + 1);
+    expect(stats.contextsCreated).toBe(contextsBefore + 1);
+    expect(backend.load).toEqual({ sequences: 4, busy: 0, waiting: 0 });
+  });
+
+  it('shares the loaded model with a second backend on the same file (with two threads)', async () => {
+    const second = await createBackend({ model_path: path, context_size: 256, threads: 2, gpu: false }, 1);
+    try {
+      expect(llamaCppStats().modelLoads).toBe(loadsBefore + 1);
+      const out = await run(second, { prompt: 'Shared', max_tokens: 4, temperature: 0 });
+      expect(out.usage.completion_tokens).toBe(4);
+    } finally {
+      await second.close();
+    }
+    // Still loaded for the first backend.
+    await expect(backend.check()).resolves.toBeUndefined();
+    expect((await run(backend, { prompt: 'Still here', max_tokens: 2, temperature: 0 })).usage.completion_tokens).toBe(2);
+  });
+
+  it('gives the same greedy answer every time, and the same sampled answer for the same seed', async () => {
+    const greedy = { prompt: 'The capital of France is', max_tokens: 24, temperature: 0 };
+    const a = await run(backend, greedy);
+    const b = await run(backend, greedy);
+    expect(a.text.length).toBeGreaterThan(0);
+    expect(b.text).toBe(a.text);
+    const sampled = { prompt: 'Once upon a time', max_tokens: 24, temperature: 1, top_k: 0, top_p: 1, min_p: 0 };
+    const s1 = await run(backend, { ...sampled, seed: 11 });
+    const s2 = await run(backend, { ...sampled, seed: 11 });
+    const s3 = await run(backend, { ...sampled, seed: 12 });
+    expect(s2.text).toBe(s1.text);
+    expect(s3.text).not.toBe(s1.text);
+  });
+
+  it('honours max_tokens and streams exactly the returned text', async () => {
+    const out = await run(backend, { prompt: 'Count:', max_tokens: 7, temperature: 0 });
+    expect(out.finish_reason).toBe('length');
+    expect(out.usage.completion_tokens).toBe(7);
+    expect(out.usage.prompt_tokens).toBe((await backend.preparePrompt({ prompt: 'Count:' })).tokens.length);
+    expect(out.streamed).toBe(out.text);
+  });
+
+  it('stops at a stop string, which is neither returned nor streamed', async () => {
+    const request = { prompt: 'Say something:', max_tokens: 40, temperature: 0 };
+    const full = (await run(backend, request)).text;
+    let at = -1;
+    for (let i = 3; i + 2 <= full.length; i++) {
+      const candidate = full.slice(i, i + 2);
+      if (candidate.trim().length === 2 && !candidate.includes('\uFFFD') && full.indexOf(candidate) === i) {
+        at = i;
+        break;
+      }
+    }
+    expect(at, `no usable stop string in ${JSON.stringify(full)}`).toBeGreaterThan(0);
+    const stop = full.slice(at, at + 2);
+    const out = await run(backend, { ...request, stop: ['\u0001never', stop] });
+    expect(out.finish_reason).toBe('stop');
+    expect(out.text).toBe(full.slice(0, at));
+    expect(out.streamed).toBe(out.text);
+  });
+
+  it('answers a JSON-schema job with JSON that validates, even when max_tokens cuts it short', async () => {
+    for (const [temperature, max_tokens, seed] of [
+      [0, 64, 1],
+      [1, 64, 2],
+      [1, 6, 3],
+      [1.5, 1, 4],
+    ] as const) {
+      const out = await run(backend, {
+        prompt: 'Describe a person as JSON:',
+        temperature,
+        max_tokens,
+        seed,
+        response_format: { type: 'json_schema', json_schema: { name: 'person', schema: personSchema } },
+      });
+      const value: unknown = JSON.parse(out.text);
+      expect(isPerson(value), out.text).toBe(true);
+      expect(out.streamed).toBe(out.text);
+    }
+  });
+
+  it('answers a json_object job with a JSON object', async () => {
+    for (const [max_tokens, seed] of [
+      [48, 5],
+      [3, 6],
+    ] as const) {
+      const out = await run(backend, { prompt: 'JSON:', temperature: 1.2, max_tokens, seed, response_format: { type: 'json_object' } });
+      const value: unknown = JSON.parse(out.text);
+      expect(typeof value === 'object' && value !== null && !Array.isArray(value), out.text).toBe(true);
+    }
+  });
+
+  it("renders chat through the model's own chat template", async () => {
+    const messages = [{ role: 'user' as const, content: 'Hi there' }];
+    const prompt = await backend.preparePrompt({ messages });
+    expect(prompt.source).toBe('chat');
+    expect(prompt.text).toContain('Hi there');
+    expect(prompt.text).not.toBe((await backend.preparePrompt({ prompt: 'Hi there' })).text);
+    if (tiny) {
+      // The GGUF's ChatML template, with its control tokens as single tokens.
+      expect(prompt.tokens).toContain(TINY_GGUF_TOKENS.imStart);
+      expect(prompt.tokens).toContain(TINY_GGUF_TOKENS.imEnd);
+    }
+    const out = await run(backend, { messages, max_tokens: 5, temperature: 0 });
+    expect(out.usage.prompt_tokens).toBe(prompt.tokens.length);
+  });
+
+  it('renders a named template from templates_dir', async () => {
+    const chatml = await backend.preparePrompt({ prompt: 'Hi <|im_end|>', template: 'chatml' });
+    expect(chatml.source).toBe('template:chatml');
+    if (tiny) {
+      // Template text became control tokens; the same text typed by the user did not.
+      expect(chatml.tokens.filter((t) => t === TINY_GGUF_TOKENS.imEnd)).toHaveLength(1);
+      expect(chatml.tokens.filter((t) => t === TINY_GGUF_TOKENS.imStart)).toHaveLength(2);
+    }
+    const phi3 = await backend.preparePrompt({ prompt: 'Hello', template: 'phi3' });
+    // (SentencePiece vocabularies may show a space where a piece starts after a special token.)
+    expect(phi3.text).toMatch(/<\|user\|>\n ?Hello ?<\|end\|>\n<\|assistant\|>\n$/);
+    const out = await run(backend, { prompt: 'Hello', template: 'phi3', max_tokens: 3, temperature: 0 });
+    expect(out.usage.prompt_tokens).toBe(phi3.tokens.length);
+    const err = await failure(run(backend, { prompt: 'x', template: 'no-such-template' }));
+    expect(errorCode(err)).toBe('ERR_REQUEST_INVALID');
+  });
+
+  it('rejects a prompt longer than the context without retrying, and keeps serving', async () => {
+    const err = await failure(run(backend, { prompt: 'lorem ipsum dolor '.repeat(600), max_tokens: 4 }));
+    expect(errorCode(err)).toBe('ERR_BACKEND_CONTEXT_LENGTH');
+    expect(isRetryable(err)).toBe(false);
+    expect(err?.details?.prompt_tokens).toBeGreaterThan(backend.contextSize);
+    expect((await run(backend, { prompt: 'ok', max_tokens: 2, temperature: 0 })).usage.completion_tokens).toBe(2);
+  });
+
+  for (const how of ['cancel', 'timeout'] as const) {
+    it(`${how}: stops decoding at once and hands the sequence to the job queued behind`, async () => {
+      const long = { max_tokens: 100_000, temperature: 0 };
+      const others = [1, 2, 3].map((i) => startJob(backend, { prompt: `Busy ${i}`, ...long }));
+      await waitFor('three jobs to decode', () => others.every((j) => j.firstTokenAt() !== undefined));
+      const victimStart = performance.now();
+      const victim = startJob(backend, { prompt: 'Victim', ...long }, how === 'timeout' ? AbortSignal.timeout(1_500) : undefined);
+      const queued = startJob(backend, { prompt: 'Queued', max_tokens: 3, temperature: 0 });
+      await waitFor('the fourth job to hold a sequence', () => backend.load.busy === 4 && backend.load.waiting === 1);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(queued.firstTokenAt()).toBeUndefined();
+      expect(backend.load).toEqual({ sequences: 4, busy: 4, waiting: 1 });
+      const reason = new Error('cancelled by the test');
+      let abortedAt: number;
+      if (how === 'cancel') {
+        abortedAt = performance.now();
+        victim.controller.abort(reason);
+        expect(await failure(victim.promise)).toBe(reason);
+      } else {
+        const err = await failure(victim.promise);
+        abortedAt = victimStart + 1_500;
+        expect(err?.name).toBe('TimeoutError');
+        expect(victim.settledAt()! - victimStart).toBeGreaterThanOrEqual(1_400);
+      }
+      // Rejected as soon as the signal fired, not after the decode loop noticed.
+      expect(victim.settledAt()! - abortedAt).toBeLessThan(how === 'cancel' ? 100 : 500);
+      const out = await queued.promise;
+      expect(out.usage.completion_tokens).toBe(3);
+      console.info(`[backend-llama-cpp] ${how}: queued job's first token ${Math.round(queued.firstTokenAt()! - abortedAt)} ms after the abort`);
+      // The three others were still decoding: the queued job got the victim's sequence.
+      expect(others.every((j) => j.settledAt() === undefined)).toBe(true);
+      for (const j of others) j.controller.abort(reason);
+      for (const j of others) expect(await failure(j.promise)).toBe(reason);
+      await waitFor('all sequences to be free', () => backend.load.busy === 0);
+    });
+  }
+
+  it('keeps its caches bounded however many different jobs it runs', async () => {
+    const jobs = Array.from({ length: 60 }, (_, i) =>
+      run(backend, {
+        prompt: `Schema ${i}`,
+        max_tokens: 4,
+        temperature: 0,
+        response_format: { type: 'json_schema', json_schema: { schema: { type: 'object', properties: { [`k${i}`]: { type: 'integer' } } } } },
+      }),
+    );
+    for (const out of await Promise.all(jobs)) expect(() => JSON.parse(out.text)).not.toThrow();
+    await Promise.all(Array.from({ length: 20 }, (_, i) => failure(run(backend, { prompt: 'x', template: `missing-${i}` }))));
+    expect(backend.cacheSizes.grammars).toBeLessThanOrEqual(32);
+    expect(backend.cacheSizes.templates).toBeLessThanOrEqual(2);
+    expect(backend.load).toEqual({ sequences: 4, busy: 0, waiting: 0 });
+  });
+
+  it('never logs prompt text above debug level', () => {
+    const leaked = logs.filter((l) => l.level !== 'debug' && JSON.stringify(l).includes('Victim'));
+    expect(leaked).toEqual([]);
+    expect(logs.some((l) => l.level === 'info' && l.msg === 'llama-cpp model ready')).toBe(true);
+  });
+});
+
+describe('llama-cpp backend: min_tokens (generated model whose </s> is always the greedy choice)', () => {
+  let backend: LlamaCppBackend;
+  beforeAll(async () => {
+    backend = await createBackend({ model_path: await generateTinyGguf({ eosBias: 12 }), context_size: 64, threads: 1, gpu: false }, 1);
+  });
+  afterAll(() => backend.close());
+
+  it('ends at once without min_tokens, and not before min_tokens with it', async () => {
+    const none = await run(backend, { prompt: 'Hi', temperature: 0, max_tokens: 20 });
+    expect(none).toMatchObject({ text: '', finish_reason: 'stop', usage: { completion_tokens: 0 } });
+    const five = await run(backend, { prompt: 'Hi', temperature: 0, max_tokens: 20, min_tokens: 5 });
+    expect(five.finish_reason).toBe('stop');
+    expect(five.usage.completion_tokens).toBe(5);
+    expect(five.text.length).toBeGreaterThan(0);
+    const capped = await run(backend, { prompt: 'Hi', temperature: 0, max_tokens: 5, min_tokens: 5 });
+    expect(capped).toMatchObject({ finish_reason: 'length', usage: { completion_tokens: 5 } });
+  });
+});
+
+describe('llama-cpp backend: start-up errors', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'llmq-llama-errors-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('names `llmq model pull <uri>` when the model file is missing', async () => {
+    const err = await failure(createBackend({ model_path: join(dir, 'absent.gguf'), model_uri: 'hf:acme/tiny-GGUF:Q4_K_M' }, 1));
+    expect(errorCode(err)).toBe('ERR_MODEL_FILE_MISSING');
+    expect(err?.message).toContain('llmq model pull hf:acme/tiny-GGUF:Q4_K_M');
+  });
+
+  it('fails with ERR_MODEL_LOAD on a file that is not a GGUF, or a corrupt one, and leaks nothing', async () => {
+    const before = llamaCppStats();
+    const text = join(dir, 'notes.gguf');
+    writeFileSync(text, 'just some text, not a model');
+    expect(errorCode(await failure(createBackend({ model_path: text, gpu: false }, 1)))).toBe('ERR_MODEL_LOAD');
+    const corrupt = join(dir, 'corrupt.gguf');
+    writeFileSync(corrupt, Buffer.concat([Buffer.from('GGUF\x03\x00\x00\x00', 'latin1'), Buffer.alloc(64, 0xff)]));
+    const err = await failure(createBackend({ model_path: corrupt, gpu: false }, 1));
+    expect(errorCode(err)).toBe('ERR_MODEL_LOAD');
+    expect(llamaCppStats()).toMatchObject({ liveModels: before.liveModels, liveContexts: before.liveContexts });
+  });
+
+  it('fails at start-up when the default template does not exist, releasing the model', async () => {
+    const before = llamaCppStats();
+    const err = await failure(createBackend({ model_path: tinyPath, gpu: false, context_size: 64, templates_dir: dir, template: 'phi3' }, 1));
+    expect(errorCode(err)).toBe('ERR_CONFIG_INVALID');
+    expect(llamaCppStats()).toMatchObject({ liveModels: before.liveModels, liveContexts: before.liveContexts });
+  });
+
+  it('ends a running job with ERR_WORKER_SHUTDOWN on close(), and refuses jobs after it', async () => {
+    const b = await createBackend({ model_path: tinyPath, gpu: false, context_size: 512, threads: 1 }, 1);
+    const running = startJob(b, { prompt: 'long', max_tokens: 100_000, temperature: 0 });
+    await waitFor('the job to decode', () => running.firstTokenAt() !== undefined);
+    await b.close();
+    expect(errorCode(await failure(running.promise))).toBe('ERR_WORKER_SHUTDOWN');
+    expect(errorCode(await failure(run(b, { prompt: 'x', max_tokens: 1 })))).toBe('ERR_WORKER_SHUTDOWN');
+    expect(errorCode(await failure(b.check()))).toBe('ERR_BACKEND_UNAVAILABLE');
+  });
+});

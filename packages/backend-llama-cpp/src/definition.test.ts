@@ -1,0 +1,77 @@
+import { describe, expect, it, vi } from 'vitest';
+import { errorCode, resolveCapabilities, silentLogger } from '@llmq/core';
+
+// The gateway imports the definition to validate config; it must never load node-llama-cpp.
+// Any import of it in this file's module graph fails.
+const loads = vi.hoisted(() => ({ count: 0 }));
+vi.mock('node-llama-cpp', () => {
+  loads.count++;
+  throw new Error('node-llama-cpp must not be loaded by the definition');
+});
+
+const { llamaCppBackend, resolveLlamaCppOptions, physicalCoreCount } = await import('./index.js');
+
+describe('llamaCppBackend definition', () => {
+  it('imports without loading node-llama-cpp', () => {
+    expect(llamaCppBackend.type).toBe('llama-cpp');
+    expect(llamaCppBackend.kind).toBe('backend');
+    expect(loads.count).toBe(0);
+  });
+
+  it('declares every generation parameter it honours, chat, completion and templates', () => {
+    const caps = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf' });
+    expect([...caps.params].sort()).toEqual(
+      [
+        'frequency_penalty',
+        'max_tokens',
+        'min_p',
+        'min_tokens',
+        'presence_penalty',
+        'repeat_penalty',
+        'response_format',
+        'seed',
+        'stop',
+        'temperature',
+        'top_k',
+        'top_p',
+      ].sort(),
+    );
+    expect(caps).toMatchObject({ chat: true, completion: true, templates: true });
+  });
+
+  it('validates options strictly', () => {
+    const schema = llamaCppBackend.configSchema;
+    expect(schema.safeParse({ model_path: 'm.gguf', threads: 2, gpu: false, gpu_layers: 'max', template: 'phi3' }).success).toBe(true);
+    expect(schema.safeParse({ model_path: 'm.gguf', thread: 2 }).success).toBe(false);
+    expect(schema.safeParse({}).success).toBe(false);
+    expect(schema.safeParse({ model_path: 'm.gguf', gpu: true }).success).toBe(false);
+    expect(schema.safeParse({ model_path: 'm.gguf', template: '../x' }).success).toBe(false);
+    expect(schema.safeParse({ model_path: 'm.gguf', context_size: 8 }).success).toBe(false);
+  });
+
+  it('resolves defaults in one place: paths against the config dir, threads = physical cores', () => {
+    const r = resolveLlamaCppOptions({ model_path: 'models/m.gguf' }, { configDir: '/etc/llmq' }, 4);
+    expect(r).toMatchObject({
+      modelPath: '/etc/llmq/models/m.gguf',
+      templatesDir: '/etc/llmq/templates',
+      threads: physicalCoreCount(),
+      gpu: 'auto',
+      gpuLayers: 'auto',
+      sequences: 4,
+      contextSize: undefined,
+      template: undefined,
+    });
+    const abs = resolveLlamaCppOptions({ model_path: '/m.gguf', templates_dir: '/t', threads: 3 }, { configDir: '/etc/llmq' }, 1);
+    expect(abs).toMatchObject({ modelPath: '/m.gguf', templatesDir: '/t', threads: 3, sequences: 1 });
+  });
+
+  it('fails create() with ERR_DEPENDENCY_MISSING when node-llama-cpp cannot be loaded', async () => {
+    const ctx = { logger: silentLogger, signal: new AbortController().signal, configDir: '/tmp', env: {} };
+    const err = await Promise.resolve(llamaCppBackend.create({ name: 'm', config: { model_path: '/nope.gguf' }, concurrency: 1 }, ctx)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(errorCode(err)).toBe('ERR_DEPENDENCY_MISSING');
+    expect(loads.count).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,85 @@
+/**
+ * pullModel without the internet: argument errors, and real downloads from a local HTTP server
+ * (the machines these tests run on have no network; Hugging Face URIs are not exercised).
+ */
+import { readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { errorCode } from '@llmq/core';
+import { buildTinyGguf } from '@llmq/testing';
+import { pullModel } from './pull.js';
+
+const model = buildTinyGguf({ seed: 5 });
+let server: Server;
+let base: string;
+const dir = mkdtempSync(join(tmpdir(), 'llmq-pull-'));
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    const url = req.url ?? '';
+    if (url.endsWith('/page.gguf')) {
+      res.writeHead(200, { 'content-type': 'text/html', 'content-length': 15 });
+      return res.end('<html>hi</html>');
+    }
+    if (!url.endsWith('/tiny.gguf')) {
+      res.writeHead(404);
+      return res.end('not found');
+    }
+    const range = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+    if (range) {
+      const start = Number(range[1]);
+      const end = range[2] ? Number(range[2]) : model.length - 1;
+      res.writeHead(206, {
+        'content-length': end - start + 1,
+        'content-range': `bytes ${start}-${end}/${model.length}`,
+        'accept-ranges': 'bytes',
+      });
+      return res.end(model.subarray(start, end + 1));
+    }
+    res.writeHead(200, { 'content-length': model.length, 'accept-ranges': 'bytes' });
+    res.end(model);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+});
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error);
+
+describe('pullModel', () => {
+  it('refuses a URI it cannot download before touching the network', async () => {
+    for (const uri of ['', 'models/llama.gguf', 'ftp://host/x.gguf', 'hf:', 'hf:onlyuser']) {
+      const err = await failure(pullModel({ uri, dir }));
+      expect(errorCode(err), uri).toBe('ERR_REQUEST_INVALID');
+    }
+  });
+
+  it('rejects with the signal reason when already aborted', async () => {
+    const reason = new Error('stop');
+    const ac = new AbortController();
+    ac.abort(reason);
+    expect(await failure(pullModel({ uri: 'hf:user/repo:Q4_K_M', dir, signal: ac.signal }))).toBe(reason);
+  });
+
+  it('downloads a GGUF over HTTP into dir, reporting progress', async () => {
+    const progress: { downloaded: number; total?: number }[] = [];
+    const path = await pullModel({ uri: `${base}/files/tiny.gguf`, dir, onProgress: (p) => progress.push(p) });
+    expect(path).toBe(join(dir, 'tiny.gguf'));
+    expect(readFileSync(path).equals(model)).toBe(true);
+    expect(progress.at(-1)).toEqual({ downloaded: model.length, total: model.length });
+  });
+
+  it('maps a 404 to ERR_REQUEST_INVALID and a non-GGUF answer to ERR_MODEL_LOAD', async () => {
+    expect(errorCode(await failure(pullModel({ uri: `${base}/nothing/here.gguf`, dir })))).toBe('ERR_REQUEST_INVALID');
+    const err = await failure(pullModel({ uri: `${base}/files/page.gguf`, dir: join(dir, 'pages') }));
+    expect(errorCode(err)).toBe('ERR_MODEL_LOAD');
+    // Not left behind looking like a model.
+    expect(existsSync(join(dir, 'pages', 'page.gguf'))).toBe(false);
+  });
+});

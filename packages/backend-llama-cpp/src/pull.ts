@@ -1,0 +1,86 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { LlmqError } from '@llmq/core';
+import { checkModelFile } from './model-file.js';
+import { abortReason } from './slot-pool.js';
+
+export interface PullModelOptions {
+  /**
+   * What to download: `hf:<user>/<repo>:<quant>`, `hf:<user>/<repo>/<file>.gguf[#<branch>]`,
+   * or an `https://` / `http://` URL of a .gguf file.
+   */
+  uri: string;
+  /**
+   * Folder the file is saved in (created when missing).
+   * @defaultValue "models" (relative to the current directory)
+   */
+  dir?: string;
+  /** Called as bytes arrive. */
+  onProgress?: (progress: { downloaded: number; total?: number }) => void;
+  /** Cancels the download (the partial file is removed). */
+  signal?: AbortSignal;
+  /** Hugging Face token for gated or private repositories (e.g. from env HF_TOKEN). */
+  huggingFaceToken?: string;
+}
+
+const URI = /^(hf:[^\s/:#]+\/[^\s]+|https?:\/\/\S+)$/;
+
+/**
+ * Downloads a GGUF model with node-llama-cpp's downloader (parallel connections, split files
+ * joined, an existing complete file skipped) and resolves to the path of the file to load.
+ */
+export async function pullModel(options: PullModelOptions): Promise<string> {
+  const uri = options.uri.trim();
+  if (!URI.test(uri)) {
+    throw new LlmqError(
+      'ERR_REQUEST_INVALID',
+      `cannot pull "${options.uri}": give hf:<user>/<repo>:<quant>, hf:<user>/<repo>/<file>.gguf or an http(s) URL`,
+      { param: 'uri' },
+    );
+  }
+  const signal = options.signal;
+  if (signal?.aborted) throw abortReason(signal);
+  const dir = resolve(options.dir ?? 'models');
+  await mkdir(dir, { recursive: true });
+  let createModelDownloader: typeof import('node-llama-cpp').createModelDownloader;
+  try {
+    ({ createModelDownloader } = await import('node-llama-cpp'));
+  } catch (err) {
+    throw new LlmqError('ERR_DEPENDENCY_MISSING', `node-llama-cpp cannot be loaded: ${(err as Error).message}`, { cause: err });
+  }
+  if (signal?.aborted) throw abortReason(signal);
+  const onProgress = options.onProgress;
+  let path: string;
+  try {
+    const downloader = await createModelDownloader({
+      modelUri: uri,
+      dirPath: dir,
+      skipExisting: true,
+      deleteTempFileOnCancel: true,
+      showCliProgress: false,
+      ...(onProgress === undefined
+        ? {}
+        : {
+            onProgress: (s: { totalSize: number; downloadedSize: number }) =>
+              onProgress(s.totalSize > 0 ? { downloaded: s.downloadedSize, total: s.totalSize } : { downloaded: s.downloadedSize }),
+          }),
+      ...(options.huggingFaceToken === undefined ? {} : { tokens: { huggingFace: options.huggingFaceToken } }),
+    });
+    path = await downloader.download(signal === undefined ? {} : { signal });
+  } catch (err) {
+    if (signal?.aborted) throw abortReason(signal);
+    const message = (err as Error).message;
+    if (/status code: 4\d\d/i.test(message)) {
+      throw new LlmqError('ERR_REQUEST_INVALID', `could not download ${uri}: ${message}`, { param: 'uri', cause: err });
+    }
+    throw new LlmqError('ERR_BACKEND_UNAVAILABLE', `could not download ${uri}: ${message}`, { cause: err });
+  }
+  // A server that answers 200 with an HTML page must not leave a "model" that fails at start-up.
+  try {
+    await checkModelFile(path);
+  } catch (err) {
+    await rm(path, { force: true });
+    throw err;
+  }
+  return path;
+}

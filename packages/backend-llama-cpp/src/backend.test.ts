@@ -267,8 +267,10 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
       expect(chatml.tokens.filter((t) => t === TINY_GGUF_TOKENS.imStart)).toHaveLength(2);
     }
     const phi3 = await backend.preparePrompt({ prompt: 'Hello', template: 'phi3' });
-    // (SentencePiece vocabularies may show a space where a piece starts after a special token.)
+    // (SentencePiece vocabularies may show a space where text starts after a special token.)
     expect(phi3.text).toMatch(/<\|user\|>\n ?Hello ?<\|end\|>\n<\|assistant\|>\n$/);
+    // Without those special tokens in the vocabulary it is all text, tokenized as one string.
+    if (tiny) expect(phi3.text).toBe('<s><|system|>\n<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\n');
     const out = await run(backend, { prompt: 'Hello', template: 'phi3', max_tokens: 3, temperature: 0 });
     expect(out.usage.prompt_tokens).toBe(phi3.tokens.length);
     const err = await failure(run(backend, { prompt: 'x', template: 'no-such-template' }));
@@ -359,6 +361,34 @@ describe('llama-cpp backend: min_tokens (generated model whose </s> is always th
     expect(five.text.length).toBeGreaterThan(0);
     const capped = await run(backend, { prompt: 'Hi', temperature: 0, max_tokens: 5, min_tokens: 5 });
     expect(capped).toMatchObject({ finish_reason: 'length', usage: { completion_tokens: 5 } });
+  });
+});
+
+describe('llama-cpp backend: chat_template from config', () => {
+  it("renders messages with it instead of the GGUF's template", async () => {
+    const b = await createBackend(
+      {
+        model_path: tinyPath,
+        gpu: false,
+        threads: 1,
+        context_size: 128,
+        chat_template: "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant]",
+      },
+      1,
+    );
+    try {
+      const prompt = await b.preparePrompt({ messages: [{ role: 'user', content: 'Hi' }] });
+      expect(prompt.source).toBe('chat_template');
+      expect(prompt.text).toMatch(/^<s> ?\[user\] Hi\n\[assistant\]$/);
+      expect(prompt.tokens).not.toContain(TINY_GGUF_TOKENS.imStart);
+      // A prompt job is still raw completion.
+      expect((await b.preparePrompt({ prompt: 'Hi' })).source).toBe('raw');
+      expect((await run(b, { messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2, temperature: 0 })).usage.prompt_tokens).toBe(
+        prompt.tokens.length,
+      );
+    } finally {
+      await b.close();
+    }
   });
 });
 

@@ -99,8 +99,30 @@ function beginningToken(model: LlamaModel): Token | null {
   }
 }
 
-function toLlamaText(segments: readonly PromptSegment[]): LlamaText {
-  return LlamaText(segments.map((s) => (s.special ? new SpecialTokensText(s.text) : s.text)));
+/**
+ * Template text may hold control tokens; only the vocabulary's special-token strings in it are
+ * tokenized as such, the rest is text, joined with its neighbours (so a boundary between template
+ * text and job text does not change the tokens, as llama.cpp would tokenize the whole string).
+ */
+function toLlamaText(segments: readonly PromptSegment[], specials: RegExp | undefined): LlamaText {
+  const values: (string | SpecialTokensText)[] = [];
+  for (const segment of segments) {
+    if (!segment.special || specials === undefined) {
+      values.push(segment.text);
+      continue;
+    }
+    let last = 0;
+    for (const match of segment.text.matchAll(specials)) {
+      values.push(segment.text.slice(last, match.index), new SpecialTokensText(match[0]));
+      last = match.index + match[0].length;
+    }
+    values.push(segment.text.slice(last));
+  }
+  return LlamaText(values.filter((v) => v !== ''));
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function toChatHistory(messages: NonNullable<GenerationRequest['messages']>): ChatHistoryItem[] {
@@ -137,6 +159,7 @@ export class LlamaCppBackend implements Backend {
   private readonly templates = new Map<string, Promise<PromptTemplate>>();
   private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
   private jsonGrammar: Promise<LlamaGrammar> | undefined;
+  private specials: RegExp | null | undefined;
   private readonly noBias: TokenBias;
   private biases: { noEog: TokenBias; closing: TokenBias; closingNoEog: TokenBias } | undefined;
   private readonly running = new Set<Promise<unknown>>();
@@ -278,6 +301,21 @@ export class LlamaCppBackend implements Backend {
     return pending;
   }
 
+  /** Matches the text of every special token of the vocabulary (longest first); built once. */
+  private specialTokenPattern(): RegExp | undefined {
+    if (this.specials === undefined) {
+      const texts = new Set<string>();
+      for (const token of this.model.iterateAllTokens()) {
+        if (!this.model.isSpecialToken(token)) continue;
+        const text = this.model.detokenize([token], true);
+        if (text !== '') texts.add(text);
+      }
+      const sorted = [...texts].sort((a, b) => b.length - a.length).map(escapeRegExp);
+      this.specials = sorted.length === 0 ? null : new RegExp(sorted.join('|'), 'g');
+    }
+    return this.specials ?? undefined;
+  }
+
   /** Renders and tokenizes the request's prompt exactly as `generate()` would. */
   async preparePrompt(request: Pick<GenerationRequest, 'prompt' | 'messages' | 'template'>): Promise<PreparedPrompt> {
     const model = this.model;
@@ -288,11 +326,11 @@ export class LlamaCppBackend implements Backend {
     let source: string;
     if (templateName !== undefined) {
       const template = await this.template(templateName);
-      text = toLlamaText(template.render(request, tokensText));
+      text = toLlamaText(template.render(request, tokensText), this.specialTokenPattern());
       source = `template:${templateName}`;
     } else if (request.messages !== undefined) {
       if (this.chatTemplate !== undefined) {
-        text = toLlamaText(this.chatTemplate.render(request, tokensText));
+        text = toLlamaText(this.chatTemplate.render(request, tokensText), this.specialTokenPattern());
         source = 'chat_template';
       } else if (this.chatWrapper !== undefined) {
         const state = this.chatWrapper.generateContextState({ chatHistory: toChatHistory(request.messages) });

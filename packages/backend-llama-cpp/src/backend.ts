@@ -200,6 +200,11 @@ export class LlamaCppBackend implements Backend {
     const logger = ctx.logger.child({ backend: 'llama-cpp', model_name: name });
     const started = performance.now();
     const handle = await acquireModel(options, logger);
+    if (ctx.signal.aborted) {
+      // The host began shutting down while the model loaded.
+      await handle.release();
+      throw abortReason(ctx.signal);
+    }
     const { model } = handle;
     let context: LlamaContext | undefined;
     try {

@@ -124,7 +124,8 @@ export async function compileJinjaTemplate(name: string, source: string, path = 
     kind: 'jinja',
     path,
     render(input, tokens) {
-      const messages = messagesOf(input);
+      // NUL never belongs in a prompt; dropping it keeps job text from imitating the markers.
+      const messages = messagesOf(input).map((m) => (m.content.includes('\u0000') ? { ...m, content: m.content.replaceAll('\u0000', '\uFFFD') } : m));
       const rendered = run(
         messages.map((m, i) => ({ ...m, content: sentinel(i) })),
         tokens,
@@ -141,7 +142,7 @@ export async function compileJinjaTemplate(name: string, source: string, path = 
       segments.push({ text: rendered.slice(last), special: true });
       if (segments.some((s) => s.special && s.text.includes('\u0000'))) {
         // The template transformed the contents (e.g. `| upper`), so the markers did not survive:
-        // render the real text; control tokens inside contents are then not kept out.
+        // render the real text; control tokens inside contents are then not kept out (README, Limits).
         return [{ text: run(messages, tokens), special: true }];
       }
       return segments.filter((s) => s.text !== '');

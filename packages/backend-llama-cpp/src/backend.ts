@@ -73,7 +73,7 @@ function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
     const onAbort = () => reject(abortReason(signal));
     if (signal.aborted) return onAbort();
     signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
+    void work.then(
       (value) => {
         signal.removeEventListener('abort', onAbort);
         resolve(value);
@@ -300,7 +300,7 @@ export class LlamaCppBackend implements Backend {
     if (pending === undefined) {
       pending = loadTemplate(this.options.templatesDir, name);
       // Failed lookups are not cached: a template added later is found.
-      pending.catch(() => this.templates.delete(name));
+      void pending.catch(() => this.templates.delete(name));
       this.templates.set(name, pending);
     }
     return pending;
@@ -376,7 +376,7 @@ export class LlamaCppBackend implements Backend {
           });
         }
       })();
-      pending.catch(() => this.grammars.delete(key));
+      void pending.catch(() => this.grammars.delete(key));
       if (this.grammars.size >= GRAMMAR_CACHE_SIZE) {
         const oldest = this.grammars.keys().next().value;
         if (oldest !== undefined) this.grammars.delete(oldest);

@@ -107,7 +107,7 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
         throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}`, { cause: err });
       }
     })();
-    created.promise.catch(() => {
+    void created.promise.catch(() => {
       // Failed loads are forgotten so a later attempt (after fixing the file) tries again.
       if (models.get(key) === created) models.delete(key);
       void releaseLlama(llamaKey);

@@ -5,6 +5,7 @@ import { Client } from './client.js';
 import { runDev } from './dev.js';
 import { loadtest } from './loadtest.js';
 import { runMongoWorker } from './mongo-worker.js';
+import { pullModel } from '@llmq/backend-llama-cpp';
 
 const program = new Command();
 program
@@ -91,6 +92,28 @@ program
   .option('--max-tokens <n>', 'max_tokens', (v) => Number(v))
   .action(async (o: { model: string; count: number; rps: number; concurrency: number; prompt: string; maxTokens?: number }) => {
     print(await loadtest(client(), o, (l) => console.error(l)));
+  });
+
+const model = program.command('model').description('local GGUF models');
+model
+  .command('pull')
+  .description('download a GGUF model (needs internet), e.g. hf:bartowski/Phi-3.5-mini-instruct-GGUF:Q4_K_M')
+  .argument('<uri>', 'hf:<user>/<repo>:<quant>, hf:<user>/<repo>/<file>.gguf, or an https URL')
+  .option('-d, --dir <dir>', 'folder to save into', 'models')
+  .action(async (uri: string, o: { dir: string }) => {
+    let last = 0;
+    const path = await pullModel({
+      uri,
+      dir: o.dir,
+      huggingFaceToken: process.env.HF_TOKEN,
+      onProgress: ({ downloaded, total }) => {
+        if (Date.now() - last < 1000) return;
+        last = Date.now();
+        const mb = (n: number) => (n / 1_048_576).toFixed(1);
+        console.error(total ? `  ${mb(downloaded)} / ${mb(total)} MiB (${((downloaded / total) * 100).toFixed(0)}%)` : `  ${mb(downloaded)} MiB`);
+      },
+    });
+    console.log(path);
   });
 
 program

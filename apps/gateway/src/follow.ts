@@ -31,6 +31,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
     else if (e.type === 'completed') settle.resolve(e.result);
     else if (e.type === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
     else if (e.type === 'failed' && !e.will_retry) settle.reject(new LlmqError((e.error.code as ErrorCode) ?? 'ERR_INTERNAL', e.error.message));
+    else if (e.type === 'failed') o.producer.watch(id).catch(() => undefined);
   });
   let poll: NodeJS.Timeout | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -39,6 +40,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
     settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'client disconnected'));
   };
   try {
+    await o.producer.watch(id);
     await o.producer.enqueue(o.request, { id, keyId: o.keyId, source: { type: o.sourceType } });
     o.signal.addEventListener('abort', onAbort, { once: true });
     if (o.signal.aborted) onAbort();
@@ -48,6 +50,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
     }, o.timeoutMs);
     // Safety net for a lost event: the job's stored state also settles the wait.
     poll = setInterval(() => {
+      o.producer.watch(id).catch(() => undefined);
       o.producer.getJob(id).then(
         (view) => {
           if (!view) return;

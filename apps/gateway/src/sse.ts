@@ -25,6 +25,7 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
   const unsubscribe = await hub.subscribe(id, (e) => (live ? live(e) : queued.push(e)));
   let view: JobView | null;
   try {
+    await producer.watch(id);
     view = await producer.getJob(id);
   } catch (err) {
     unsubscribe();
@@ -43,16 +44,10 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
   });
   res.flushHeaders();
   send(res, 'status', { id, status: view.status, attempts: view.attempts });
+  // A worker that learns of the watch mid-generation sends the text so far at offset 0;
+  // live tokens are deduplicated by offset below.
   let sentChars = 0;
   let attempt = view.status === 'active' ? view.attempts : view.attempts + 1;
-  if (view.status === 'active') {
-    // Replay what was generated before we subscribed; live tokens below skip what this covered.
-    const sofar = (await producer.connection.lrange(producer.keys.tokens(id), 0, -1).catch(() => [] as string[])).join('');
-    if (sofar.length > 0) {
-      send(res, 'token', { text: sofar, index: 0, offset: 0 });
-      sentChars = sofar.length;
-    }
-  }
   let ended = false;
   const end = () => {
     if (ended) return;
@@ -62,7 +57,10 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     unsubscribe();
     res.end();
   };
-  const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+  const heartbeat = setInterval(() => {
+    res.write(': keep-alive\n\n');
+    producer.watch(id).catch(() => undefined);
+  }, 15_000);
   // Safety net: if an event was lost (Redis blip), the job's state still ends the stream.
   const poll = setInterval(() => {
     producer.getJob(id).then(
@@ -109,7 +107,11 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
         end();
         break;
       case 'failed':
-        if (e.will_retry) send(res, 'status', { id, status: 'queued', attempt: e.attempt, error: e.error, will_retry: true });
+        if (e.will_retry) {
+          send(res, 'status', { id, status: 'queued', attempt: e.attempt, error: e.error, will_retry: true });
+          // The retry may run in another worker process: tell them all.
+          producer.watch(id).catch(() => undefined);
+        }
         else {
           send(res, 'failed', { id, status: 'failed', error: e.error });
           end();

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { errorCode, type Backend, type Logger } from '@llmq/core';
 import { servedModels } from '@llmq/config';
-import { CancelListener, EventPublisher, ModelWorker, checkRedisPolicy, createRedis, getMetrics, keys as makeKeys, type SinkBinding } from '@llmq/queue';
+import { ControlListener, EventPublisher, ModelWorker, checkRedisPolicy, createRedis, getMetrics, keys as makeKeys, type SinkBinding } from '@llmq/queue';
 import { adapterContext, createBackend, createSinks, type Platform } from '@llmq/platform';
 import type { Registry } from 'prom-client';
 
@@ -41,8 +41,8 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
   if (warning) log.warn(warning);
   const metrics = getMetrics(options.registry);
   const publisher = new EventPublisher(connection, keys, log);
-  const cancels = new CancelListener(subscriber, keys.cancelChannel, log);
-  await cancels.whenReady();
+  const control = new ControlListener(subscriber, { cancelChannel: keys.cancelChannel, watchChannel: keys.watchChannel, publish: (id, e) => publisher.publish(id, e), logger: log });
+  await control.whenReady();
   const shutdown = new AbortController();
   const ctx = adapterContext(platform, log, shutdown.signal, options.env);
   const sinks: SinkBinding[] = await createSinks(platform, ctx);
@@ -78,7 +78,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
       throw err;
     }
     backends.push(backend);
-    workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, cancels, metrics, logger: log, keys, workerId, sinks, backendFor, backendType: model.definition.type }));
+    workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, control, metrics, logger: log, keys, workerId, sinks, backendFor, backendType: model.definition.type }));
     log.info({ model: name, backend: model.definition.type, concurrency: model.config.concurrency }, 'serving model');
   }
   let closed: Promise<void> | undefined;

@@ -2,15 +2,13 @@ import type { Redis } from 'ioredis';
 import type { JobEvent, Logger } from '@llmq/core';
 import type { Keys } from './keys.js';
 
-/** How long the token replay buffer of a job is kept after its last token. */
-export const TOKEN_REPLAY_TTL_MS = 15 * 60_000;
 
 /**
  * Publishes job events (status, tokens, results) on a Redis channel per job. Publishing is
  * batched per event-loop turn in one pipeline, and consecutive tokens of one job are merged,
  * so a fast backend costs one round trip per turn rather than one per token.
- * Tokens are also appended to a short-lived list per job, so an SSE client that connects while
- * the job runs replays the text so far and then follows the live events (deduplicated by offset).
+ * Workers publish only for jobs a client watches (see ControlListener); a watcher that arrives
+ * mid-generation first gets the text so far as one token event at offset 0.
  */
 export class EventPublisher {
   private batch: { channel: string; jobId: string; event: JobEvent }[] = [];
@@ -54,18 +52,7 @@ export class EventPublisher {
     this.lastTokenIndex.clear();
     if (batch.length === 0) return this.flushing;
     const pipeline = this.redis.pipeline();
-    for (const item of batch) {
-      if (item.event.type === 'status' && item.event.status === 'active') {
-        // A new attempt starts from scratch.
-        pipeline.del(this.keys.tokens(item.jobId));
-      } else if (item.event.type === 'token') {
-        // Kept briefly so an SSE client that connects mid-generation can replay what it missed.
-        const key = this.keys.tokens(item.jobId);
-        pipeline.rpush(key, item.event.text);
-        pipeline.pexpire(key, TOKEN_REPLAY_TTL_MS);
-      }
-      pipeline.publish(item.channel, JSON.stringify(item.event));
-    }
+    for (const item of batch) pipeline.publish(item.channel, JSON.stringify(item.event));
     this.flushing = pipeline.exec().then(
       () => undefined,
       (err: unknown) => this.logger.warn({ err, events: batch.length }, 'dropped job events (Redis unavailable)'),

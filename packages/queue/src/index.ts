@@ -4,7 +4,7 @@ export * from './logger.js';
 export * from './events.js';
 export * from './metrics.js';
 export * from './producer.js';
-export * from './cancel.js';
+export * from './control.js';
 export * from './worker.js';
 export * from './source-kv.js';
 export * from './rate-limit.js';

@@ -415,6 +415,18 @@ export class Producer {
     }
   }
 
+  /**
+   * Tells the workers a client follows this job, so they publish its status and tokens
+   * (unwatched jobs publish nothing). Re-announce while waiting: workers remember it for a minute.
+   */
+  async watch(id: string): Promise<void> {
+    try {
+      await this.connection.publish(this.keys.watchChannel, id);
+    } catch (err) {
+      throw asRedisError(err);
+    }
+  }
+
   async counts(): Promise<QueueCounts[]> {
     try {
       return await Promise.all(

@@ -11,9 +11,10 @@ import {
   type Logger,
   type Sink,
   type UsageRecord,
+  type JobEvent,
 } from '@llmq/core';
 import type { ModelConfig, ResolvedConfig } from '@llmq/config';
-import type { CancelListener } from './cancel.js';
+import type { ControlListener } from './control.js';
 import type { EventPublisher } from './events.js';
 import { DLQ_QUEUE, fromBullId, type Keys } from './keys.js';
 import type { Metrics } from './metrics.js';
@@ -37,7 +38,7 @@ export interface ModelWorkerOptions {
   /** A `worker` role connection; BullMQ duplicates it for its blocking fetch. */
   connection: Redis;
   publisher: EventPublisher;
-  cancels: CancelListener;
+  control: ControlListener;
   metrics: Metrics;
   logger: Logger;
   keys: Keys;
@@ -52,6 +53,19 @@ export interface ModelWorkerOptions {
 function asError(reason: unknown): Error {
   if (reason instanceof Error) return reason;
   return new Error(String(reason));
+}
+
+/** A child logger created only if something logs (pino's child() is not free per job). */
+function lazyChild(parent: Logger, bindings: Record<string, unknown>): Logger {
+  let child: Logger | undefined;
+  const get = () => (child ??= parent.child(bindings));
+  return {
+    debug: (o, m) => get().debug(o, m),
+    info: (o, m) => get().info(o, m),
+    warn: (o, m) => get().warn(o, m),
+    error: (o, m) => get().error(o, m),
+    child: (b) => get().child(b),
+  };
 }
 
 /** Puts a code on errors that have none, so the failure reason always carries one. */
@@ -75,11 +89,23 @@ export class ModelWorker {
   private closing = false;
   private readonly log: Logger;
   private readonly limiter: RateLimiter | undefined;
+  /** Metrics bound to this model's label once, not per job. */
+  private readonly m;
   /** Attempts that started in this process (for the duplicate-start report in tests). */
   started = 0;
 
   constructor(private readonly o: ModelWorkerOptions) {
     this.log = o.logger.child({ model: o.model.name });
+    const labels = { model: o.model.name };
+    this.m = {
+      active: o.metrics.active.labels(labels),
+      wait: o.metrics.waitSeconds.labels(labels),
+      processing: o.metrics.processingSeconds.labels(labels),
+      ttft: o.metrics.ttftSeconds.labels(labels),
+      tokensIn: o.metrics.tokensIn.labels(labels),
+      tokensOut: o.metrics.tokensOut.labels(labels),
+      completed: o.metrics.completed.labels(labels),
+    };
     this.queue = new Queue(o.model.name, { connection: o.connection, prefix: o.config.redis.prefix });
     this.dlq = new Queue(DLQ_QUEUE, { connection: o.connection, prefix: o.config.redis.prefix });
     this.queue.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
@@ -133,23 +159,36 @@ export class ModelWorker {
   }
 
   private async process(job: Job<JobData, JobResult>, token: string | undefined): Promise<JobResult> {
-    const { model, backend, publisher, metrics } = this.o;
+    const { model, backend, publisher, metrics, control } = this.o;
     const id = fromBullId(job.id ?? '');
     const data = job.data;
     const attempt = job.attemptsMade + 1;
     const ctrl = new AbortController();
     this.started++;
-    this.lastProgressAt = Date.now();
+    const startedAt = Date.now();
+    this.lastProgressAt = startedAt;
     this.inflight.set(id, ctrl);
-    const cancelled = this.o.cancels.track(id, () => ctrl.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request')));
-    if (cancelled) ctrl.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request'));
+    // Text so far, so a client that starts watching mid-generation can catch up.
+    let text = '';
+    let index = 0;
+    let watched = false;
+    const status = (): JobEvent => ({ type: 'status', status: 'active', attempt, worker: this.o.workerId, at: startedAt });
+    const tracked = control.track(id, {
+      abort: () => ctrl.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request')),
+      onWatch: () => {
+        watched = true;
+        publisher.publish(id, status());
+        if (text.length > 0) publisher.publish(id, { type: 'token', text, index: index++, offset: 0 });
+      },
+    });
+    watched = tracked.watched;
+    if (tracked.cancelled) ctrl.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request'));
     const timeoutMs = data.request.timeout_ms ?? model.timeout_ms;
     const timer = setTimeout(() => ctrl.abort(new LlmqError('ERR_JOB_TIMEOUT', `job ran longer than timeout_ms (${timeoutMs} ms)`)), timeoutMs);
-    const startedAt = Date.now();
-    if (job.attemptsMade === 0) metrics.waitSeconds.observe({ model: model.name }, Math.max(0, startedAt - job.timestamp) / 1000);
-    metrics.active.inc({ model: model.name });
-    publisher.publish(id, { type: 'status', status: 'active', attempt, worker: this.o.workerId, at: startedAt });
-    const log = this.log.child({ jobId: id, attempt });
+    if (job.attemptsMade === 0) this.m.wait.observe(Math.max(0, startedAt - job.timestamp) / 1000);
+    this.m.active.inc();
+    if (watched) publisher.publish(id, status());
+    const log = lazyChild(this.log, { jobId: id, attempt });
     try {
       let result = data.result;
       if (!result) {
@@ -167,10 +206,8 @@ export class ModelWorker {
           reservation = { window, estimate };
         }
         let firstTokenAt: number | undefined;
-        let index = 0;
-        let offset = 0;
         const run = (b: Backend, name: string) => {
-          offset = 0;
+          text = '';
           return b.generate({
             jobId: id,
             attempt,
@@ -178,11 +215,11 @@ export class ModelWorker {
             request: data.request,
             signal: ctrl.signal,
             logger: log,
-            onToken: (text) => {
+            onToken: (piece) => {
               if (ctrl.signal.aborted) return;
               if (firstTokenAt === undefined) firstTokenAt = Date.now();
-              publisher.publish(id, { type: 'token', text, index: index++, offset });
-              offset += text.length;
+              if (watched) publisher.publish(id, { type: 'token', text: piece, index: index++, offset: text.length });
+              text += piece;
             },
           });
         };
@@ -211,24 +248,24 @@ export class ModelWorker {
           completed_at: completedAt,
           worker: this.o.workerId,
         };
-        metrics.processingSeconds.observe({ model: model.name }, (completedAt - startedAt) / 1000);
-        if (firstTokenAt !== undefined) metrics.ttftSeconds.observe({ model: model.name }, (firstTokenAt - startedAt) / 1000);
+        this.m.processing.observe((completedAt - startedAt) / 1000);
+        if (firstTokenAt !== undefined) this.m.ttft.observe((firstTokenAt - startedAt) / 1000);
         if (reservation && this.limiter) {
           await this.limiter.correct(reservation.window, reservation.estimate, result.usage.total_tokens).catch((err: unknown) => log.debug({ err }, 'rate-limit correction failed'));
         }
-        metrics.tokensIn.inc({ model: model.name }, result.usage.prompt_tokens);
-        metrics.tokensOut.inc({ model: model.name }, result.usage.completion_tokens);
+        this.m.tokensIn.inc(result.usage.prompt_tokens);
+        this.m.tokensOut.inc(result.usage.completion_tokens);
       }
-      const sinks = this.sinksFor(data);
+      const sinks = this.o.sinks && this.o.sinks.length > 0 ? this.sinksFor(data) : [];
       if (sinks.length > 0) await this.writeSinks(job, result, sinks, ctrl.signal, log);
       return result;
     } catch (err) {
       throw await this.failure(job, token, err, ctrl, attempt, log);
     } finally {
       clearTimeout(timer);
-      this.o.cancels.untrack(id);
+      control.untrack(id);
       this.inflight.delete(id);
-      metrics.active.dec({ model: model.name });
+      this.m.active.dec();
       this.lastProgressAt = Date.now();
     }
   }
@@ -307,7 +344,8 @@ export class ModelWorker {
       try {
         const b = await this.o.backendFor(name);
         log.warn({ fallback: name, code }, 'primary model failed: trying a fallback');
-        this.o.publisher.publish(fromBullId(job.id ?? ''), { type: 'status', status: 'active', attempt, worker: this.o.workerId, at: Date.now() });
+        const jid = fromBullId(job.id ?? '');
+        if (this.o.control.isWatched(jid)) this.o.publisher.publish(jid, { type: 'status', status: 'active', attempt, worker: this.o.workerId, at: Date.now() });
         return { out: await run(b, name), servedBy: name };
       } catch (e) {
         lastError = e;
@@ -383,9 +421,8 @@ export class ModelWorker {
   }
 
   private onCompleted(job: Job<JobData, JobResult>, result: JobResult): void {
-    const id = fromBullId(job.id ?? '');
-    this.o.metrics.completed.inc({ model: this.o.model.name });
-    this.o.publisher.publish(id, { type: 'completed', result });
+    this.m.completed.inc();
+    this.o.control.end(fromBullId(job.id ?? ''), { type: 'completed', result }, true);
   }
 
   private async onFailed(job: Job<JobData, JobResult> | undefined, err: Error): Promise<void> {
@@ -393,15 +430,15 @@ export class ModelWorker {
     const id = fromBullId(job.id ?? '');
     const code = errorCode(err.message) ?? 'ERR_INTERNAL';
     const final = err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1) || job.finishedOn !== undefined;
-    const { metrics, publisher, model } = this.o;
+    const { metrics, control, model } = this.o;
     metrics.failed.inc({ model: model.name, code });
     if (code === 'ERR_JOB_CANCELLED') {
       metrics.cancelled.inc({ model: model.name });
-      publisher.publish(id, { type: 'cancelled', at: Date.now() });
+      control.end(id, { type: 'cancelled', at: Date.now() }, true);
       return;
     }
     if (!final) metrics.retried.inc({ model: model.name });
-    publisher.publish(id, { type: 'failed', error: { message: errorDetail(err.message), code }, attempt: job.attemptsMade, will_retry: !final });
+    control.end(id, { type: 'failed', error: { message: errorDetail(err.message), code }, attempt: job.attemptsMade, will_retry: !final }, final);
     // Jobs failed by the stalled checker never ran our catch block: dead-letter them here.
     if (final && !this.dlqAdded.delete(id)) {
       const message = err.message.startsWith('ERR_') ? err.message : `ERR_WORKER_SHUTDOWN: ${err.message}`;

@@ -1,0 +1,129 @@
+import type { Redis } from 'ioredis';
+import type { JobEvent, Logger } from '@llmq/core';
+
+interface Running {
+  abort(reason: string): void;
+  /** Called when a client starts watching: publish the state and the text so far. */
+  onWatch(): void;
+}
+
+export interface ControlListenerOptions {
+  cancelChannel: string;
+  watchChannel: string;
+  /** Publishes a job event (used for final events a late watcher asks for). */
+  publish(jobId: string, event: JobEvent): void;
+  logger: Logger;
+  /** How long a cancel or watch for a job not running here is remembered. @defaultValue 60000 */
+  rememberMs?: number;
+  /** How long final events are kept for a watcher that arrives just after the end. @defaultValue 10000 */
+  finishedMs?: number;
+  /** Most final events kept. @defaultValue 20000 */
+  finishedMax?: number;
+}
+
+/**
+ * A worker process's control channels, shared by its model workers:
+ * - cancel: aborts the matching in-flight job here;
+ * - watch: a client (SSE, a front door) follows a job, so its status and tokens are published.
+ *   Jobs nobody watches publish nothing, which keeps the per-job cost of the event stream at zero.
+ * Messages for jobs not (yet) running here are remembered briefly, closing the window between
+ * BullMQ moving a job to active and our processor starting it; final events are kept briefly for
+ * a watcher that arrives just after the end.
+ */
+export class ControlListener {
+  private readonly running = new Map<string, Running>();
+  private readonly recentCancel = new Map<string, number>();
+  private readonly recentWatch = new Map<string, number>();
+  private readonly finished = new Map<string, { at: number; event: JobEvent }>();
+  private readonly watched = new Set<string>();
+  private readonly ready: Promise<unknown>;
+  private readonly rememberMs: number;
+  private readonly finishedMs: number;
+  private readonly finishedMax: number;
+
+  constructor(
+    subscriber: Redis,
+    private readonly o: ControlListenerOptions,
+  ) {
+    this.rememberMs = o.rememberMs ?? 60_000;
+    this.finishedMs = o.finishedMs ?? 10_000;
+    this.finishedMax = o.finishedMax ?? 20_000;
+    subscriber.on('message', (channel: string, id: string) => {
+      if (channel === o.cancelChannel) this.onCancel(id);
+      else if (channel === o.watchChannel) this.onWatch(id);
+    });
+    this.ready = subscriber.subscribe(o.cancelChannel, o.watchChannel).catch((err: unknown) => o.logger.warn({ err }, 'control channel subscribe failed'));
+  }
+
+  whenReady(): Promise<unknown> {
+    return this.ready;
+  }
+
+  private onCancel(id: string): void {
+    const job = this.running.get(id);
+    if (job) {
+      this.o.logger.info({ jobId: id }, 'cancel requested: aborting job');
+      job.abort('cancelled');
+    } else {
+      prune(this.recentCancel, this.rememberMs);
+      this.recentCancel.set(id, Date.now());
+    }
+  }
+
+  private onWatch(id: string): void {
+    const job = this.running.get(id);
+    if (job) {
+      if (!this.watched.has(id)) {
+        this.watched.add(id);
+        job.onWatch();
+      }
+      return;
+    }
+    const done = this.finished.get(id);
+    if (done) {
+      this.o.publish(id, done.event);
+      return;
+    }
+    prune(this.recentWatch, this.rememberMs);
+    this.recentWatch.delete(id);
+    this.recentWatch.set(id, Date.now());
+  }
+
+  /** Registers a job starting here. */
+  track(id: string, job: Running): { cancelled: boolean; watched: boolean } {
+    this.running.set(id, job);
+    if (this.recentWatch.delete(id)) this.watched.add(id);
+    return { cancelled: this.recentCancel.delete(id), watched: this.watched.has(id) };
+  }
+
+  untrack(id: string): void {
+    this.running.delete(id);
+  }
+
+  isWatched(id: string): boolean {
+    return this.watched.has(id);
+  }
+
+  /**
+   * A job's attempt ended. Final events are published when watched and kept briefly for late
+   * watchers; a retry keeps the watch (another process re-learns it from the client's re-announce).
+   */
+  end(id: string, event: JobEvent, final: boolean): void {
+    const watched = this.watched.has(id);
+    if (final) {
+      this.watched.delete(id);
+      this.finished.set(id, { at: Date.now(), event });
+      if (this.finished.size > this.finishedMax) this.finished.delete(this.finished.keys().next().value as string);
+      prune(this.finished, this.finishedMs, (v) => v.at);
+    }
+    if (watched) this.o.publish(id, event);
+  }
+}
+
+function prune<V>(map: Map<string, V>, ttl: number, at: (v: V) => number = (v) => v as unknown as number): void {
+  const cutoff = Date.now() - ttl;
+  for (const [key, value] of map) {
+    if (at(value) >= cutoff) break;
+    map.delete(key);
+  }
+}

@@ -320,4 +320,19 @@ describe('gateway auth and Redis outages', () => {
     const res = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'x' }, auth);
     expect(res.status).toBe(202);
   });
+
+  it('answers 503 within the call bound while Redis is frozen (socket open, nothing answering)', async () => {
+    const auth = { authorization: `Bearer ${key}` };
+    stack.redis.freeze();
+    try {
+      const started = Date.now();
+      const res = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'x' }, auth);
+      expect(res.status).toBe(503);
+      expect(res.body.error.code).toBe('ERR_REDIS_UNAVAILABLE');
+      expect(Date.now() - started).toBeLessThan(7_000);
+    } finally {
+      stack.redis.unfreeze();
+    }
+    expect((await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'x' }, auth)).status).toBe(202);
+  });
 });

@@ -23,7 +23,7 @@ export async function startConnector(options: { platform: Platform; logger: Logg
   connection.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const warning = await checkRedisPolicy(connection);
   if (warning) log.warn(warning);
-  const producer = new Producer(config, connection, log);
+  const producer = new Producer(config, connection, log, { callTimeoutMs: 0 });
   const metrics = getMetrics(options.registry);
   const shutdown = new AbortController();
   const sources: Source[] = [];

@@ -2,12 +2,14 @@
 // Usage (after `npx tsc --build packages/backend-llama-cpp packages/testing`):
 //   node packages/backend-llama-cpp/scripts/bench.mjs [model.gguf ...]
 // Without arguments it benchmarks the generated tiny GGUF (and LLMQ_TEST_GGUF when set).
+// BENCH_THREADS (e.g. "2") and BENCH_ROUNDS (default 3) narrow or lengthen the run.
 import { cpus, loadavg } from 'node:os';
 import { llamaCppBackend } from '../dist/index.js';
 import { generateTinyGguf } from '../../testing/dist/tiny-gguf.js';
 
 const TOKENS = 128;
-const ROUNDS = 3;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const THREADS = (process.env.BENCH_THREADS ?? '1,2').split(',').map(Number);
 const logger = { debug() {}, info() {}, warn() {}, error: (o, m) => console.error(m, o), child: () => logger };
 const ctx = { logger, signal: new AbortController().signal, configDir: process.cwd(), env: {} };
 
@@ -19,7 +21,7 @@ if (models.length === 0) {
 
 console.log(`cpus: ${cpus().length}, load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 for (const model of models) {
-  for (const threads of [1, 2]) {
+  for (const threads of THREADS) {
     for (const sequences of [1, 4]) {
       const backend = await llamaCppBackend.create(
         { name: 'bench', config: { model_path: model, context_size: 512, threads, gpu: false }, concurrency: sequences },
@@ -47,7 +49,8 @@ for (const model of models) {
       const median = rates[Math.floor(rates.length / 2)];
       console.log(
         `${model.split('/').pop()}  threads=${threads}  sequences=${sequences}  ${TOKENS} tokens each: ` +
-          `${median.toFixed(0)} tokens/s in total (${(median / sequences).toFixed(0)} per sequence; rounds ${rates.map((x) => x.toFixed(0)).join(', ')})`,
+          `${median.toFixed(0)} tokens/s in total (${(median / sequences).toFixed(0)} per sequence; rounds sorted ${rates.map((x) => x.toFixed(0)).join(', ')}; ` +
+          `load ${loadavg()[0].toFixed(2)})`,
       );
       await backend.close();
     }

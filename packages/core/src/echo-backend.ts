@@ -61,8 +61,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * The answer echo gives: the prompt's words, cycled to `max_tokens` when it is set, else once.
  * Deterministic, so tests and benchmarks can predict it.
  */
-export function echoPlan(request: GenerationRequest): { tokens: string[]; finish: 'stop' | 'length' } {
-  const source = words(promptText(request));
+export function echoPlan(request: GenerationRequest, source: string[] = words(promptText(request))): { tokens: string[]; finish: 'stop' | 'length' } {
   const base = source.length > 0 ? source : ['echo'];
   const limit = request.max_tokens;
   const count = limit === undefined ? base.length : limit;
@@ -84,12 +83,19 @@ export class EchoBackend implements Backend {
   async close(): Promise<void> {}
 
   async generate(input: GenerateInput): Promise<GenerateOutput> {
-    const { signal } = input;
-    const { tokens, finish } = echoPlan(input.request);
-    const stops = input.request.stop === undefined ? [] : Array.isArray(input.request.stop) ? input.request.stop : [input.request.stop];
+    const { signal, request } = input;
+    const source = words(promptText(request));
+    const promptTokens = request.prompt !== undefined ? source.length : promptTokenCount(request);
+    const { tokens, finish } = echoPlan(request, source);
+    const stops = request.stop === undefined ? [] : Array.isArray(request.stop) ? request.stop : [request.stop];
     if (this.config.delay_ms > 0) await sleep(this.config.delay_ms, signal);
     else if (signal.aborted) throw abortError(signal);
     const interval = this.config.tokens_per_second > 0 ? 1000 / this.config.tokens_per_second : 0;
+    if (interval === 0 && stops.length === 0) {
+      // Fast path (benchmarks): everything at once, one token callback per word.
+      for (const token of tokens) input.onToken(token);
+      return { text: tokens.join(''), finish_reason: finish, usage: { prompt_tokens: promptTokens, completion_tokens: tokens.length } };
+    }
     const started = performance.now();
     let text = '';
     let produced = 0;
@@ -100,21 +106,23 @@ export class EchoBackend implements Backend {
       }
       if (signal.aborted) throw abortError(signal);
       const next = text + token;
-      const hit = stops.map((s) => next.indexOf(s)).filter((i) => i >= 0);
-      if (hit.length > 0) {
-        const cut = next.slice(0, Math.min(...hit));
-        if (cut.length > text.length) input.onToken(cut.slice(text.length));
-        return { text: cut, finish_reason: 'stop', usage: { prompt_tokens: promptTokenCount(input.request), completion_tokens: produced } };
+      if (stops.length > 0) {
+        let cut = -1;
+        for (const s of stops) {
+          const at = next.indexOf(s);
+          if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+        }
+        if (cut >= 0) {
+          const kept = next.slice(0, cut);
+          if (kept.length > text.length) input.onToken(kept.slice(text.length));
+          return { text: kept, finish_reason: 'stop', usage: { prompt_tokens: promptTokens, completion_tokens: produced } };
+        }
       }
       text = next;
       produced++;
       input.onToken(token);
     }
-    return {
-      text,
-      finish_reason: finish,
-      usage: { prompt_tokens: promptTokenCount(input.request), completion_tokens: produced },
-    };
+    return { text, finish_reason: finish, usage: { prompt_tokens: promptTokens, completion_tokens: produced } };
   }
 }
 

@@ -129,7 +129,7 @@ export interface JobResult {
 /** What llmq keeps in BullMQ's `job.data`. */
 export interface JobData {
   request: GenerationRequest;
-  /** sha256 of the canonical request body, for idempotency checks. */
+  /** sha256 of the canonical request body, for idempotency checks ("" when the job has no key). */
   hash: string;
   created_at: number;
   source?: SourceRef | undefined;

@@ -18,7 +18,9 @@ export function createRedis(url: string, role: ConnectionRole, extra: RedisOptio
   const byRole: Record<ConnectionRole, RedisOptions> = {
     worker: { maxRetriesPerRequest: null, enableReadyCheck: true },
     subscriber: { maxRetriesPerRequest: null, enableReadyCheck: true },
-    producer: { maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: 5_000 },
+    // No per-command timeout: ioredis would arm a timer for every command of a bulk add.
+    // The gateway bounds each API call instead (withTimeout).
+    producer: { maxRetriesPerRequest: 1, enableOfflineQueue: false },
   };
   return new Redis(url, { ...common, ...byRole[role], ...extra });
 }
@@ -55,4 +57,18 @@ export async function checkRedisPolicy(redis: Redis): Promise<string | null> {
   } catch {
     return 'could not read Redis maxmemory-policy (CONFIG GET refused); make sure it is "noeviction"';
   }
+}
+
+/**
+ * Bounds one API call's Redis work: a frozen Redis (socket open, nothing answering) becomes a
+ * 503 after `ms` instead of a hung request.
+ */
+export function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(onTimeout()), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }

@@ -18,6 +18,7 @@ import {
 } from '@llmq/core';
 import type { ModelConfig, ResolvedConfig } from '@llmq/config';
 import { DLQ_QUEUE, fromBullId, keys, toBullId, type Keys } from './keys.js';
+import { withTimeout } from './connection.js';
 
 export interface EnqueueOptions {
   idempotencyKey?: string | undefined;
@@ -72,6 +73,14 @@ export function newJobId(): string {
   return `job_${randomBytes(12).toString('base64url')}`;
 }
 
+/** `count` fresh ids from one draw of random bytes (bulk enqueue). */
+export function newJobIds(count: number): string[] {
+  const bytes = randomBytes(12 * count);
+  const ids = new Array<string>(count);
+  for (let i = 0; i < count; i++) ids[i] = `job_${bytes.subarray(i * 12, i * 12 + 12).toString('base64url')}`;
+  return ids;
+}
+
 /** Deterministic id for an idempotency key, so a retried request maps to the same job. */
 export function idempotentJobId(key: string, scope = ''): string {
   return `job_${sha256(`${scope}\n${key}`).slice(0, 32)}`;
@@ -115,13 +124,23 @@ export class Producer {
   private readonly models: Map<string, ModelConfig>;
   private dlqQueue: Queue | undefined;
 
+  /** Upper bound for one API call's Redis work (0: none, e.g. for sources that should wait). */
+  private readonly callTimeoutMs: number;
+
   constructor(
     readonly config: ResolvedConfig,
     readonly connection: Redis,
     private readonly logger: Logger,
+    options: { callTimeoutMs?: number } = {},
   ) {
+    this.callTimeoutMs = options.callTimeoutMs ?? 5_000;
     this.keys = keys(config.redis.prefix);
     this.models = new Map(config.models.map((m) => [m.name, m]));
+  }
+
+  private bounded<T>(work: Promise<T>): Promise<T> {
+    if (this.callTimeoutMs <= 0) return work;
+    return withTimeout(work, this.callTimeoutMs, () => new LlmqError('ERR_REDIS_UNAVAILABLE', `Redis did not answer within ${this.callTimeoutMs} ms; retry later`));
   }
 
   model(name: string): ModelConfig {
@@ -179,7 +198,11 @@ export class Producer {
    * Enqueues one validated request. With an idempotency key: same key + same body → same id;
    * same key + different body → ERR_IDEMPOTENCY_CONFLICT.
    */
-  async enqueue(request: JobRequest, options: EnqueueOptions = {}): Promise<EnqueueResult> {
+  enqueue(request: JobRequest, options: EnqueueOptions = {}): Promise<EnqueueResult> {
+    return this.bounded(this.enqueueNow(request, options));
+  }
+
+  private async enqueueNow(request: JobRequest, options: EnqueueOptions = {}): Promise<EnqueueResult> {
     try {
       const model = this.model(request.model);
       const key = options.idempotencyKey ?? request.idempotency_key;
@@ -260,7 +283,11 @@ export class Producer {
   }
 
   /** Adds many HTTP requests; requests without an idempotency key go in one addBulk per model. */
-  async enqueueBatch(requests: readonly JobRequest[], options: Omit<EnqueueOptions, 'idempotencyKey'> = {}): Promise<(EnqueueResult | { error: unknown })[]> {
+  enqueueBatch(requests: readonly JobRequest[], options: Omit<EnqueueOptions, 'idempotencyKey'> = {}): Promise<(EnqueueResult | { error: unknown })[]> {
+    return this.bounded(this.enqueueBatchNow(requests, options));
+  }
+
+  private async enqueueBatchNow(requests: readonly JobRequest[], options: Omit<EnqueueOptions, 'idempotencyKey'> = {}): Promise<(EnqueueResult | { error: unknown })[]> {
     const results: (EnqueueResult | { error: unknown })[] = new Array(requests.length);
     const bulk = new Map<string, { index: number; request: JobRequest }[]>();
     const single: Promise<void>[] = [];
@@ -282,11 +309,11 @@ export class Producer {
       try {
         const model = this.model(name);
         await this.checkBacklog(name);
-        const ids = list.map(() => newJobId());
+        const ids = newJobIds(list.length);
         await this.queue(name).addBulk(
           list.map(({ request }, i) => ({
             name: 'llm',
-            data: this.dataFor(request, requestHash(request), options),
+            data: this.dataFor(request, '', options),
             opts: jobOptions(this.config, model, toBullId(ids[i]!), request.priority),
           })),
         );
@@ -311,7 +338,11 @@ export class Producer {
     }
   }
 
-  async getJob(id: string): Promise<JobView | null> {
+  getJob(id: string): Promise<JobView | null> {
+    return this.bounded(this.getJobNow(id));
+  }
+
+  private async getJobNow(id: string): Promise<JobView | null> {
     const job = await this.findJob(id);
     if (!job) {
       const tomb = await this.connection.get(this.keys.cancelled(id)).catch((err: unknown) => {
@@ -377,7 +408,11 @@ export class Producer {
    * Cancels a job: a queued job is removed (and remembered as cancelled); an active one is
    * signalled to whichever worker runs it, which aborts the generation.
    */
-  async cancel(id: string): Promise<{ status: 'cancelled' | 'cancelling' }> {
+  cancel(id: string): Promise<{ status: 'cancelled' | 'cancelling' }> {
+    return this.bounded(this.cancelNow(id));
+  }
+
+  private async cancelNow(id: string): Promise<{ status: 'cancelled' | 'cancelling' }> {
     try {
       const job = await this.findJob(id);
       if (!job) {
@@ -419,7 +454,11 @@ export class Producer {
    * Tells the workers a client follows this job, so they publish its status and tokens
    * (unwatched jobs publish nothing). Re-announce while waiting: workers remember it for a minute.
    */
-  async watch(id: string): Promise<void> {
+  watch(id: string): Promise<void> {
+    return this.bounded(this.watchNow(id));
+  }
+
+  private async watchNow(id: string): Promise<void> {
     try {
       await this.connection.publish(this.keys.watchChannel, id);
     } catch (err) {
@@ -427,7 +466,11 @@ export class Producer {
     }
   }
 
-  async counts(): Promise<QueueCounts[]> {
+  counts(): Promise<QueueCounts[]> {
+    return this.bounded(this.countsNow());
+  }
+
+  private async countsNow(): Promise<QueueCounts[]> {
     try {
       return await Promise.all(
         this.modelNames().map(async (model) => {

@@ -26,8 +26,23 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
   const id = o.id ?? newJobId();
   let settle!: { resolve: (r: JobResult) => void; reject: (e: unknown) => void };
   const done = new Promise<JobResult>((resolve, reject) => (settle = { resolve, reject }));
+  // Reads the stored outcome (a final event may have gone out before we watched).
+  const settleFromStore = async () => {
+    try {
+      const view = await o.producer.getJob(id);
+      if (!view) return;
+      if (view.status === 'completed') {
+        const job = await o.producer.findJob(id);
+        if (job?.returnvalue) settle.resolve(job.returnvalue);
+      } else if (view.status === 'failed' && view.error) settle.reject(new LlmqError((view.error.code as ErrorCode) ?? 'ERR_INTERNAL', view.error.message));
+      else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
+    } catch {
+      // The poll below tries again.
+    }
+  };
   const unsubscribe = await o.hub.subscribe(id, (e) => {
-    if (e.type === 'token') o.onToken?.(e.text);
+    if (e.type === 'status' && (e.status === 'completed' || e.status === 'failed' || e.status === 'cancelled')) void settleFromStore();
+    else if (e.type === 'token') o.onToken?.(e.text);
     else if (e.type === 'completed') settle.resolve(e.result);
     else if (e.type === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
     else if (e.type === 'failed' && !e.will_retry) settle.reject(new LlmqError((e.error.code as ErrorCode) ?? 'ERR_INTERNAL', e.error.message));
@@ -51,16 +66,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
     // Safety net for a lost event: the job's stored state also settles the wait.
     poll = setInterval(() => {
       o.producer.watch(id).catch(() => undefined);
-      o.producer.getJob(id).then(
-        (view) => {
-          if (!view) return;
-          if (view.status === 'completed' && view.result) {
-            void o.producer.findJob(id).then((job) => job?.returnvalue && settle.resolve(job.returnvalue));
-          } else if (view.status === 'failed' && view.error) settle.reject(new LlmqError((view.error.code as ErrorCode) ?? 'ERR_INTERNAL', view.error.message));
-          else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
-        },
-        () => undefined,
-      );
+      void settleFromStore();
     }, 2_000);
     return { id, result: await done };
   } finally {

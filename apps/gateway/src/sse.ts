@@ -91,6 +91,19 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
         break;
       }
       case 'status':
+        if (TERMINAL.has(e.status)) {
+          // The job ended before the worker heard of this watch: read the stored outcome.
+          producer.getJob(id).then(
+            (v) => {
+              if (!ended && v && TERMINAL.has(v.status)) {
+                finalFromView(res, v);
+                end();
+              }
+            },
+            () => undefined,
+          );
+          break;
+        }
         if (e.status === 'active' && e.attempt !== undefined && e.attempt > attempt) {
           // A retry regenerates from the start.
           attempt = e.attempt;

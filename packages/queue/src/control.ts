@@ -28,13 +28,13 @@ export interface ControlListenerOptions {
  *   Jobs nobody watches publish nothing, which keeps the per-job cost of the event stream at zero.
  * Messages for jobs not (yet) running here are remembered briefly, closing the window between
  * BullMQ moving a job to active and our processor starting it; final events are kept briefly for
- * a watcher that arrives just after the end.
+ * a watcher that arrives just after the end (it is told the job ended and reads the stored result).
  */
 export class ControlListener {
   private readonly running = new Map<string, Running>();
   private readonly recentCancel = new Map<string, number>();
   private readonly recentWatch = new Map<string, number>();
-  private readonly finished = new Map<string, { at: number; event: JobEvent }>();
+  private readonly finished = new Map<string, { at: number; status: 'completed' | 'failed' | 'cancelled' }>();
   private readonly watched = new Set<string>();
   private readonly ready: Promise<unknown>;
   private readonly rememberMs: number;
@@ -81,7 +81,8 @@ export class ControlListener {
     }
     const done = this.finished.get(id);
     if (done) {
-      this.o.publish(id, done.event);
+      // Ended just before the watch arrived: say so; the watcher reads the stored result.
+      this.o.publish(id, { type: 'status', status: done.status, at: done.at });
       return;
     }
     prune(this.recentWatch, this.rememberMs);
@@ -112,7 +113,8 @@ export class ControlListener {
     const watched = this.watched.has(id);
     if (final) {
       this.watched.delete(id);
-      this.finished.set(id, { at: Date.now(), event });
+      const status = event.type === 'completed' ? 'completed' : event.type === 'cancelled' ? 'cancelled' : 'failed';
+      this.finished.set(id, { at: Date.now(), status });
       if (this.finished.size > this.finishedMax) this.finished.delete(this.finished.keys().next().value as string);
       prune(this.finished, this.finishedMs, (v) => v.at);
     }

@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateTinyGguf } from '@llmq/testing';
+import { readSse, startStack, type Stack } from './helpers/stack.js';
+
+describe('llama-cpp through the queue (generated tiny GGUF)', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    const model = await generateTinyGguf();
+    stack = await startStack({
+      config: {
+        models: [
+          { name: 'echo', backend: 'echo', concurrency: 4 },
+          { name: 'tiny', backend: 'llama-cpp', concurrency: 2, timeout_ms: 60_000, options: { model_path: model, context_size: 256, threads: 2, gpu: false } },
+          { name: 'missing', backend: 'llama-cpp', concurrency: 1, options: { model_path: '/nonexistent/model.gguf', gpu: false } },
+        ],
+      },
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it('streams tokens over SSE before the result, with usage and first-token time', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'tiny', prompt: 'hello', max_tokens: 24, min_tokens: 24, temperature: 0 });
+    expect(res.status).toBe(202);
+    const events = await readSse(`${stack.url}/v1/jobs/${res.body.id}/events`, 60_000);
+    const final = events.at(-1)!;
+    expect(final.event).toBe('completed');
+    const tokens = events.filter((e) => e.event === 'token');
+    expect(tokens.length).toBeGreaterThan(0);
+    expect(tokens.map((t) => t.data.text).join('')).toBe(final.data.result.text);
+    expect(final.data.result.usage.completion_tokens).toBe(24);
+    const job = await stack.http('GET', `/v1/jobs/${res.body.id}`);
+    expect(job.body.first_token_at).toBeGreaterThanOrEqual(job.body.started_at);
+  });
+
+  it('returns JSON matching a schema, even from random weights', async () => {
+    const schema = { type: 'object', properties: { name: { type: 'string' }, n: { type: 'integer' } }, required: ['name', 'n'], additionalProperties: false };
+    const res = await stack.http('POST', '/v1/jobs', { model: 'tiny', prompt: 'give json', max_tokens: 120, response_format: { type: 'json_schema', json_schema: { schema } } });
+    const job = await stack.waitFor(res.body.id, ['completed', 'failed'], 60_000);
+    expect(job.status, JSON.stringify(job.error)).toBe('completed');
+    const parsed = JSON.parse(job.result.text);
+    expect(typeof parsed.name).toBe('string');
+    expect(Number.isInteger(parsed.n)).toBe(true);
+  });
+
+  it('cancels a running generation and frees the sequence for the next job', async () => {
+    const long = await Promise.all([1, 2].map(() => stack.http('POST', '/v1/jobs', { model: 'tiny', prompt: 'x', max_tokens: 200, min_tokens: 200 })));
+    for (const r of long) await stack.waitFor(r.body.id, ['active'], 30_000);
+    const queued = await stack.http('POST', '/v1/jobs', { model: 'tiny', prompt: 'next', max_tokens: 4 });
+    await Promise.all(long.map((r) => stack.http('DELETE', `/v1/jobs/${r.body.id}`)));
+    for (const r of long) expect((await stack.waitFor(r.body.id, ['cancelled'], 10_000)).status).toBe('cancelled');
+    const next = await stack.waitFor(queued.body.id, ['completed'], 20_000);
+    expect(next.result.usage.completion_tokens).toBeGreaterThan(0);
+  });
+
+  it('still serves the other models when a model file is missing, and says why', async () => {
+    const echo = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'still here' });
+    expect((await stack.waitFor(echo.body.id, ['completed'])).result.text).toBe('still here');
+    expect(stack.workers[0]!.output()).toMatch(/model \\?"missing\\?" is not served: ERR_MODEL_FILE_MISSING: .*llmq model pull/);
+  });
+});

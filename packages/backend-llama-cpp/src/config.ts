@@ -89,7 +89,7 @@ export const DEFAULT_CONTEXT_SIZE = 4096;
 
 export function resolveLlamaCppOptions(
   config: LlamaCppConfig,
-  ctx: { configDir: string },
+  ctx: { configDir: string; templatesDir?: string | undefined },
   concurrency: number,
 ): ResolvedLlamaCppOptions {
   const fromConfigDir = (p: string) => (isAbsolute(p) ? p : resolve(ctx.configDir, p));
@@ -101,7 +101,8 @@ export function resolveLlamaCppOptions(
     gpu: config.gpu ?? 'auto',
     gpuLayers: config.gpu_layers ?? 'auto',
     batchSize: config.batch_size,
-    templatesDir: fromConfigDir(config.templates_dir ?? 'templates'),
+    // The model's own templates_dir, else the config's top-level templates_dir.
+    templatesDir: config.templates_dir !== undefined ? fromConfigDir(config.templates_dir) : (ctx.templatesDir ?? fromConfigDir('templates')),
     template: config.template,
     chatTemplate: config.chat_template,
     sequences: Math.max(1, Math.floor(concurrency)),

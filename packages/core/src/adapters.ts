@@ -11,6 +11,8 @@ export interface AdapterContext {
   signal: AbortSignal;
   /** Directory of the config file, for resolving relative paths in adapter options. */
   configDir: string;
+  /** The config's named-templates folder (`templates_dir`, absolute). */
+  templatesDir?: string;
   /** Environment (secrets are read from here, by the env var names given in config). */
   env: Readonly<Record<string, string | undefined>>;
 }

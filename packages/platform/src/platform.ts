@@ -101,7 +101,7 @@ export function validateForModel(platform: Platform, request: JobRequest, prefix
 }
 
 export function adapterContext(platform: Platform, logger: Logger, signal: AbortSignal, env: Readonly<Record<string, string | undefined>> = process.env): AdapterContext {
-  return { logger, signal, configDir: platform.config.config_dir, env };
+  return { logger, signal, configDir: platform.config.config_dir, templatesDir: platform.config.templates_path, env };
 }
 
 export async function createBackend(platform: Platform, modelName: string, ctx: AdapterContext): Promise<Backend> {

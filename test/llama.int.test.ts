@@ -1,3 +1,4 @@
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateTinyGguf } from '@llmq/testing';
 import { readSse, startStack, type Stack } from './helpers/stack.js';
@@ -58,5 +59,23 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     const echo = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'still here' });
     expect((await stack.waitFor(echo.body.id, ['completed'])).result.text).toBe('still here');
     expect(stack.workers[0]!.output()).toMatch(/model \\?"missing\\?" is not served: ERR_MODEL_FILE_MISSING: .*llmq model pull/);
+  });
+
+  it('serves the official openai SDK from the local model, streaming and not', async () => {
+    const client = new OpenAI({ baseURL: `${stack.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const chat = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, temperature: 0 });
+    expect(chat.choices[0]!.message.role).toBe('assistant');
+    expect(chat.usage!.completion_tokens).toBeGreaterThan(0);
+    expect(chat.usage!.prompt_tokens).toBeGreaterThan(0);
+    let streamed = '';
+    let usage: unknown;
+    for await (const chunk of await client.completions.create({ model: 'tiny', prompt: 'once upon', max_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true } })) {
+      streamed += chunk.choices[0]?.text ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    const again = await client.completions.create({ model: 'tiny', prompt: 'once upon', max_tokens: 8, temperature: 0 });
+    // Greedy decoding: the streamed and the non-streamed answers are the same text.
+    expect(streamed).toBe(again.choices[0]!.text);
+    expect(usage).toEqual(again.usage);
   });
 });

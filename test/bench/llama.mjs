@@ -34,13 +34,15 @@ async function direct(n) {
   const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, maxThreads: THREADS });
   const m = await llama.loadModel({ modelPath: model, gpuLayers: 0 });
   const context = await m.createContext({ contextSize: CTX, sequences: n, threads: THREADS });
+  const sequences = Array.from({ length: n }, () => context.getSequence());
   const results = [];
   for (let r = 0; r < ROUNDS; r++) {
+    await Promise.all(sequences.map((seq) => seq.clearHistory()));
     const started = performance.now();
     const runs = await Promise.all(
       Array.from({ length: n }, async (_, i) => {
-        const seq = context.getSequence();
-        const completion = new LlamaCompletion({ contextSequence: seq });
+        const seq = sequences[i];
+        const completion = new LlamaCompletion({ contextSequence: seq, autoDisposeSequence: false });
         let first;
         let chunks = 0;
         const t0 = performance.now();
@@ -54,7 +56,6 @@ async function direct(n) {
         });
         const tokens = chunks || m.tokenize(text).length;
         completion.dispose();
-        seq.dispose();
         return { first, tokens };
       }),
     );

@@ -2,6 +2,9 @@ import type { Redis } from 'ioredis';
 import type { JobEvent, Logger } from '@llmq/core';
 import type { Keys } from './keys.js';
 
+/** Tokens of fast decoders are sent at most this often (per process), merged per job. */
+const TOKEN_FLUSH_MS = 15;
+
 
 /**
  * Publishes job events (status, tokens, results) on a Redis channel per job. Publishing is
@@ -14,6 +17,8 @@ export class EventPublisher {
   private batch: { channel: string; jobId: string; event: JobEvent }[] = [];
   private lastTokenIndex = new Map<string, number>();
   private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private lastFlush = 0;
   private flushing: Promise<void> = Promise.resolve();
 
   constructor(
@@ -33,9 +38,22 @@ export class EventPublisher {
       this.lastTokenIndex.set(jobId, this.batch.length);
     }
     this.batch.push({ channel: this.keys.events(jobId), jobId, event });
+    if (event.type !== 'token' && this.timer) {
+      // Status and final events go out at once (with the tokens before them, in order).
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.scheduled = false;
+    }
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => void this.flush());
+      const since = Date.now() - this.lastFlush;
+      if (event.type === 'token' && since < TOKEN_FLUSH_MS) {
+        // Fast decoders: coalesce tokens for a few ms rather than one PUBLISH per token.
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          void this.flush();
+        }, TOKEN_FLUSH_MS - since);
+      } else setImmediate(() => void this.flush());
     }
   }
 
@@ -47,6 +65,7 @@ export class EventPublisher {
   /** Sends everything pending; resolves when Redis has it (or it was dropped on error). */
   flush(): Promise<void> {
     this.scheduled = false;
+    this.lastFlush = Date.now();
     const batch = this.batch;
     this.batch = [];
     this.lastTokenIndex.clear();

@@ -22,11 +22,13 @@ export type Keys = ReturnType<typeof keys>;
  * llmq ids (e.g. `pulsar:persistent://t/n/topic:1:2:-1`) are mapped reversibly.
  */
 export function toBullId(id: string): string {
+  if (!id.includes(':') && !id.includes('%') && !/^\d+$/.test(id)) return id;
   const encoded = id.replace(/%/g, '%25').replace(/:/g, '%3A');
   return /^\d+$/.test(encoded) ? `%id${encoded}` : encoded;
 }
 
 export function fromBullId(bullId: string): string {
+  if (!bullId.includes('%')) return bullId;
   const raw = bullId.startsWith('%id') ? bullId.slice(3) : bullId;
   return raw.replace(/%3A/g, ':').replace(/%25/g, '%');
 }

@@ -87,17 +87,22 @@ export function idempotentJobId(key: string, scope = ''): string {
 }
 
 /** BullMQ job options for a model: attempts, backoff, retention. */
+const baseOptions = new WeakMap<ModelConfig, JobsOptions>();
+
 export function jobOptions(config: ResolvedConfig, model: ModelConfig, bullId: string, priority?: number): JobsOptions {
-  const q = config.queue;
-  const opts: JobsOptions = {
-    jobId: bullId,
-    attempts: model.attempts ?? q.attempts,
-    backoff: { type: 'exponential', delay: q.backoff_ms },
-    removeOnComplete: { age: Math.ceil(q.remove_on_complete.age_ms / 1000), count: q.remove_on_complete.count },
-    removeOnFail: { age: Math.ceil(q.remove_on_fail.age_ms / 1000), count: q.remove_on_fail.count },
-  };
-  if (priority !== undefined) opts.priority = priority;
-  return opts;
+  let base = baseOptions.get(model);
+  if (!base) {
+    // Shared per model (BullMQ does not mutate these): bulk enqueue builds no nested objects per job.
+    const q = config.queue;
+    base = {
+      attempts: model.attempts ?? q.attempts,
+      backoff: { type: 'exponential', delay: q.backoff_ms },
+      removeOnComplete: { age: Math.ceil(q.remove_on_complete.age_ms / 1000), count: q.remove_on_complete.count },
+      removeOnFail: { age: Math.ceil(q.remove_on_fail.age_ms / 1000), count: q.remove_on_fail.count },
+    };
+    baseOptions.set(model, base);
+  }
+  return priority === undefined ? { ...base, jobId: bullId } : { ...base, jobId: bullId, priority };
 }
 
 /** Applies the model's configured request defaults to fields the job left out. */

@@ -14,7 +14,7 @@ import {
   type MongoClientLike,
 } from './driver.js';
 import { LOCK_LOST, LeaderLock } from './lock.js';
-import { enqueueIsolating } from './enqueue.js';
+import { enqueueIsolating } from '@llmq/core';
 import { asMongoRef, documentToJob, writeBackOf, type WriteBack } from './mapping.js';
 import { childController, errSummary, sleep } from './util.js';
 import { markDocumentFailed, type FailureInfo } from './writes.js';

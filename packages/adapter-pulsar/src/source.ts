@@ -1,6 +1,6 @@
 import { LlmqError, defineSource, errorCode, errorDetail, parseJobRequest, type EnqueueInput, type Logger, type Source, type SourceContext } from '@llmq/core';
 import { pulsarAcks, type PulsarAckRegistry } from './ack-registry.js';
-import { enqueueIsolating } from './enqueue.js';
+import { enqueueIsolating } from '@llmq/core';
 import { deadLetterOf, pulsarSourceConfigSchema, type PulsarSourceConfig } from './config.js';
 import {
   createPulsarClient,

@@ -1,6 +1,5 @@
 import { APIConnectionError, APIError, APIUserAbortError } from 'openai';
-import { LlmqError, type ErrorCode } from '@llmq/core';
-import { retryAfterMs } from './retry-after.js';
+import { LlmqError, retryAfterMs, type ErrorCode } from '@llmq/core';
 
 /** The job's abort reason when it is an Error (timeout, cancel, shutdown), else a cancellation. */
 export function abortError(signal: AbortSignal): Error {

@@ -1,6 +1,5 @@
-import { LlmqError, type ErrorCode, type FinishReason, type GenerationRequest, type Message } from '@llmq/core';
+import { LlmqError, retryAfterMs, type ErrorCode, type FinishReason, type GenerationRequest, type Message } from '@llmq/core';
 import { MAX_STOP } from './config.js';
-import { retryAfterMs } from './retry-after.js';
 
 /**
  * The ts_server wire format: request bodies, answers, streamed chunks and error bodies.

@@ -8,3 +8,5 @@ export * from './plugins.js';
 export * from './echo-backend.js';
 export * from './validation.js';
 export * from './error-docs.js';
+export * from './retry-after.js';
+export * from './enqueue-isolating.js';

@@ -1,4 +1,5 @@
-import { isRetryable, type EnqueueInput, type EnqueueOutcome } from '@llmq/core';
+import type { EnqueueInput, EnqueueOutcome } from './adapters.js';
+import { isRetryable } from './errors.js';
 
 export type EnqueueResult = { ok: EnqueueOutcome; rejected?: undefined } | { ok?: undefined; rejected: unknown };
 

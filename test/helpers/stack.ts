@@ -7,6 +7,7 @@ import { Registry } from 'prom-client';
 import { loadConfig } from '@llmq/config';
 import { silentLogger } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
+import { readSseEvents } from '@llmq/cli';
 import { serveGateway, type ServedGateway } from '@llmq/gateway';
 import { startRedis, type TestRedis } from '@llmq/testing';
 import { TEST_PLUGIN_SOURCE } from './plugin-source.js';
@@ -163,25 +164,10 @@ export async function readSse(url: string, timeoutMs = 15_000, onEvent?: (e: { e
   try {
     const res = await fetch(url, { signal: ctrl.signal, headers: { accept: 'text/event-stream' } });
     if (!res.ok || !res.body) throw new Error(`SSE answered ${res.status}`);
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let sep: number;
-      while ((sep = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, sep);
-        buffer = buffer.slice(sep + 2);
-        let event = 'message';
-        let data = '';
-        for (const line of block.split('\n')) {
-          if (line.startsWith('event: ')) event = line.slice(7);
-          else if (line.startsWith('data: ')) data += line.slice(6);
-        }
-        if (!data) continue;
-        const e = { event, data: JSON.parse(data), at: Date.now() };
-        events.push(e);
-        onEvent?.(e);
-      }
+    for await (const { event, data } of readSseEvents(res.body as unknown as AsyncIterable<Uint8Array>)) {
+      const e = { event, data, at: Date.now() };
+      events.push(e);
+      onEvent?.(e);
     }
   } catch (err) {
     if (!ctrl.signal.aborted) throw err;

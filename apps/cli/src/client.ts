@@ -1,3 +1,5 @@
+import { readSseEvents } from './sse-reader.js';
+
 /** A small client of the gateway's REST API for the CLI. */
 export interface ClientOptions {
   url: string;
@@ -42,22 +44,6 @@ export class Client {
   async *events(id: string): AsyncGenerator<{ event: string; data: any }> {
     const res = await fetch(`${this.o.url.replace(/\/$/, '')}/v1/jobs/${encodeURIComponent(id)}/events`, { headers: this.headers({ accept: 'text/event-stream' }) });
     if (!res.ok || !res.body) throw new ApiError(res.status, await res.json().catch(() => null));
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let sep: number;
-      while ((sep = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, sep);
-        buffer = buffer.slice(sep + 2);
-        let event = 'message';
-        let data = '';
-        for (const line of block.split('\n')) {
-          if (line.startsWith('event: ')) event = line.slice(7);
-          else if (line.startsWith('data: ')) data += line.slice(6);
-        }
-        if (data) yield { event, data: JSON.parse(data) };
-      }
-    }
+    yield* readSseEvents(res.body as unknown as AsyncIterable<Uint8Array>);
   }
 }

@@ -1,1 +1,2 @@
 export { runDev } from './dev.js';
+export { readSseEvents } from './sse-reader.js';

@@ -1,4 +1,7 @@
 import { LlmqError, type ErrorCode, type JobRequest, type JobResult, type Logger } from '@llmq/core';
+
+/** What a front door answers with (the job view's result). */
+export type FollowResult = Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'>;
 import { newJobId, type EventHub, type Producer } from '@llmq/queue';
 
 export interface FollowOptions {
@@ -22,19 +25,17 @@ export interface FollowOptions {
  * Subscribes to the job's events before enqueueing so no token is missed; a client disconnect or
  * the wait timeout cancels the job.
  */
-export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; result: JobResult }> {
+export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; result: FollowResult }> {
   const id = o.id ?? newJobId();
-  let settle!: { resolve: (r: JobResult) => void; reject: (e: unknown) => void };
-  const done = new Promise<JobResult>((resolve, reject) => (settle = { resolve, reject }));
+  let settle!: { resolve: (r: FollowResult) => void; reject: (e: unknown) => void };
+  const done = new Promise<FollowResult>((resolve, reject) => (settle = { resolve, reject }));
   // Reads the stored outcome (a final event may have gone out before we watched).
   const settleFromStore = async () => {
     try {
       const view = await o.producer.getJob(id);
       if (!view) return;
-      if (view.status === 'completed') {
-        const job = await o.producer.findJob(id);
-        if (job?.returnvalue) settle.resolve(job.returnvalue);
-      } else if (view.status === 'failed' && view.error) settle.reject(new LlmqError((view.error.code as ErrorCode) ?? 'ERR_INTERNAL', view.error.message));
+      if (view.status === 'completed' && view.result) settle.resolve(view.result);
+      else if (view.status === 'failed' && view.error) settle.reject(new LlmqError((view.error.code as ErrorCode) ?? 'ERR_INTERNAL', view.error.message));
       else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
     } catch {
       // The poll below tries again.

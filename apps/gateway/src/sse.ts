@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import type { JobEvent, JobView } from '@llmq/core';
+import { LlmqError, type JobEvent, type JobView } from '@llmq/core';
 import type { EventHub, Producer } from '@llmq/queue';
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
@@ -33,7 +33,6 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
   }
   if (!view) {
     unsubscribe();
-    const { LlmqError } = await import('@llmq/core');
     throw new LlmqError('ERR_JOB_NOT_FOUND', `job "${id}" not found`, { param: 'id' });
   }
   res.writeHead(200, {
@@ -61,8 +60,8 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     res.write(': keep-alive\n\n');
     producer.watch(id).catch(() => undefined);
   }, 15_000);
-  // Safety net: if an event was lost (Redis blip), the job's state still ends the stream.
-  const poll = setInterval(() => {
+  /** Ends the stream from the stored outcome once the job is finished. */
+  const endFromStore = () => {
     producer.getJob(id).then(
       (v) => {
         if (!ended && v && TERMINAL.has(v.status)) {
@@ -72,7 +71,9 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
       },
       () => undefined,
     );
-  }, 5_000);
+  };
+  // Safety net: if an event was lost (Redis blip), the job's state still ends the stream.
+  const poll = setInterval(endFromStore, 5_000);
   req.on('close', end);
   if (TERMINAL.has(view.status)) {
     finalFromView(res, view);
@@ -83,25 +84,17 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     if (ended) return;
     switch (e.type) {
       case 'token': {
-        const end = e.offset + e.text.length;
-        if (end <= sentChars) break;
+        const upTo = e.offset + e.text.length;
+        if (upTo <= sentChars) break;
         const text = e.offset < sentChars ? e.text.slice(sentChars - e.offset) : e.text;
         send(res, 'token', { text, index: e.index, offset: sentChars });
-        sentChars = end;
+        sentChars = upTo;
         break;
       }
       case 'status':
         if (TERMINAL.has(e.status)) {
           // The job ended before the worker heard of this watch: read the stored outcome.
-          producer.getJob(id).then(
-            (v) => {
-              if (!ended && v && TERMINAL.has(v.status)) {
-                finalFromView(res, v);
-                end();
-              }
-            },
-            () => undefined,
-          );
+          endFromStore();
           break;
         }
         if (e.status === 'active' && e.attempt !== undefined && e.attempt > attempt) {

@@ -1,5 +1,6 @@
 import type { Document } from 'mongodb';
 import { LlmqError } from '@llmq/core';
+import { resolveMongoUrl } from './config.js';
 
 /*
  * The part of the MongoDB driver the adapters use, as interfaces: the real driver satisfies them,
@@ -98,6 +99,26 @@ export function loadMongoDriver(): Promise<MongoDriver> {
     },
   );
   return cached;
+}
+
+/**
+ * The client and EJSON codec a source or sink works with: the ones a test passes in, else a new
+ * client from the real driver (which the caller then owns and closes).
+ */
+export async function openMongoClient(
+  config: { url?: string | undefined; url_env?: string | undefined; server_selection_timeout_ms: number },
+  env: Readonly<Record<string, string | undefined>>,
+  where: string,
+  deps: { client?: MongoClientLike | undefined; ejson?: EjsonLike | undefined },
+): Promise<{ client: MongoClientLike; ejson: EjsonLike; ownsClient: boolean }> {
+  let { client, ejson } = deps;
+  const ownsClient = client === undefined;
+  if (client === undefined || ejson === undefined) {
+    const driver = await loadMongoDriver();
+    ejson ??= driver.ejson;
+    client ??= driver.createClient(resolveMongoUrl(config, env, where), { serverSelectionTimeoutMS: config.server_selection_timeout_ms, appName: 'llmq' });
+  }
+  return { client, ejson, ownsClient };
 }
 
 /** The server error code of a driver error, if any. */

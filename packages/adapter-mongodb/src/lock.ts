@@ -1,5 +1,6 @@
 import type { Logger, SourceKv } from '@llmq/core';
-import { childController, errSummary, sleep } from './util.js';
+import { childController } from './util.js';
+import { errSummary, sleep } from '@llmq/core';
 
 /** Abort reason given to the leader's signal when another instance may now hold the lock. */
 export const LOCK_LOST = 'lock-lost';

@@ -1,9 +1,9 @@
 import { LlmqError, defineSink, type AdapterContext, type Logger, type Sink, type SinkFailureInput, type SinkWriteInput } from '@llmq/core';
-import { mongoSinkConfigSchema, resolveMongoUrl, type MongoSinkConfig } from './config.js';
-import { loadMongoDriver, type EjsonLike, type MongoClientLike } from './driver.js';
+import { mongoSinkConfigSchema, type MongoSinkConfig } from './config.js';
+import { openMongoClient, type EjsonLike, type MongoClientLike } from './driver.js';
 import { asMongoRef, type WriteBack } from './mapping.js';
 import type { MarkFailedInput } from './source.js';
-import { errSummary } from './util.js';
+import { errSummary } from '@llmq/core';
 import { markDocumentFailed, upsertResult, writeResultBack, type ResultWriteOutcome } from './writes.js';
 
 export interface MongoSinkDeps {
@@ -128,17 +128,7 @@ export async function createMongoSink(
   ctx: AdapterContext,
   deps: MongoSinkDeps = {},
 ): Promise<MongoSink> {
-  let client = deps.client;
-  let ejson = deps.ejson;
-  const ownsClient = client === undefined;
-  if (client === undefined || ejson === undefined) {
-    const driver = await loadMongoDriver();
-    ejson ??= driver.ejson;
-    client ??= driver.createClient(resolveMongoUrl(options.config, ctx.env, `sinks.${options.name}.options`), {
-      serverSelectionTimeoutMS: options.config.server_selection_timeout_ms,
-      appName: 'llmq',
-    });
-  }
+  const { client, ejson, ownsClient } = await openMongoClient(options.config, ctx.env, `sinks.${options.name}.options`, deps);
   return new MongoSink(options, ctx, { client, ownsClient, ejson, now: deps.now });
 }
 

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { defineSource, errorCode, errorDetail, type EnqueueInput, type Logger, type Source, type SourceContext } from '@llmq/core';
-import { mongoSourceConfigSchema, resolveMongoUrl, type MongoSourceConfig } from './config.js';
+import { mongoSourceConfigSchema, type MongoSourceConfig } from './config.js';
 import {
   CHANGE_STREAM_HISTORY_LOST,
-  loadMongoDriver,
+  openMongoClient,
   mongoErrorCode,
   type ChangeEvent,
   type ChangeStreamLike,
@@ -16,7 +16,8 @@ import {
 import { LOCK_LOST, LeaderLock } from './lock.js';
 import { enqueueIsolating } from '@llmq/core';
 import { asMongoRef, documentToJob, writeBackOf, type WriteBack } from './mapping.js';
-import { childController, errSummary, sleep } from './util.js';
+import { childController } from './util.js';
+import { errSummary, sleep } from '@llmq/core';
 import { markDocumentFailed, type FailureInfo } from './writes.js';
 
 const MAX_BACKOFF_MS = 30_000;
@@ -550,17 +551,7 @@ export async function createMongoSource(
   ctx: SourceContext,
   deps: MongoSourceDeps = {},
 ): Promise<MongoSource> {
-  let client = deps.client;
-  let ejson = deps.ejson;
-  const ownsClient = client === undefined;
-  if (client === undefined || ejson === undefined) {
-    const driver = await loadMongoDriver();
-    ejson ??= driver.ejson;
-    client ??= driver.createClient(resolveMongoUrl(options.config, ctx.env, `sources.${options.name}.options`), {
-      serverSelectionTimeoutMS: options.config.server_selection_timeout_ms,
-      appName: 'llmq',
-    });
-  }
+  const { client, ejson, ownsClient } = await openMongoClient(options.config, ctx.env, `sources.${options.name}.options`, deps);
   return new MongoSource(options, ctx, { client, ownsClient, ejson, owner: deps.owner, now: deps.now });
 }
 

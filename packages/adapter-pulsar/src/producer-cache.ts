@@ -1,6 +1,6 @@
 import type { Logger } from '@llmq/core';
 import type { PulsarClient, PulsarProducer } from './driver.js';
-import { errSummary } from './util.js';
+import { errSummary } from '@llmq/core';
 
 /**
  * One producer per topic, created on first use and kept open; past `max` topics the least

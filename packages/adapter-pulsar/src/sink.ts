@@ -4,7 +4,7 @@ import { pulsarSinkConfigSchema, type PulsarSinkConfig } from './config.js';
 import { createPulsarClient, loadPulsarClient, type PulsarClient, type PulsarModuleLoader } from './driver.js';
 import { ProducerCache } from './producer-cache.js';
 import type { PulsarRef } from './source.js';
-import { errSummary } from './util.js';
+import { errSummary } from '@llmq/core';
 import { sendUsageRecord } from './usage.js';
 
 /** What a reply message carries (JSON). */

@@ -12,7 +12,7 @@ import {
   type PulsarModuleLoader,
   type PulsarProducer,
 } from './driver.js';
-import { errSummary, sleep } from './util.js';
+import { errSummary, sleep } from '@llmq/core';
 
 const MAX_BACKOFF_MS = 30_000;
 

@@ -42,7 +42,7 @@ function abortError(signal: AbortSignal): Error {
   return reason instanceof Error ? reason : new LlmqError('ERR_JOB_CANCELLED', 'aborted');
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+function sleepOrThrow(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(abortError(signal));
     const timer = setTimeout(() => {
@@ -88,7 +88,7 @@ export class EchoBackend implements Backend {
     const promptTokens = request.prompt !== undefined ? source.length : promptTokenCount(request);
     const { tokens, finish } = echoPlan(request, source);
     const stops = request.stop === undefined ? [] : Array.isArray(request.stop) ? request.stop : [request.stop];
-    if (this.config.delay_ms > 0) await sleep(this.config.delay_ms, signal);
+    if (this.config.delay_ms > 0) await sleepOrThrow(this.config.delay_ms, signal);
     else if (signal.aborted) throw abortError(signal);
     const interval = this.config.tokens_per_second > 0 ? 1000 / this.config.tokens_per_second : 0;
     if (interval === 0 && stops.length === 0) {
@@ -102,7 +102,7 @@ export class EchoBackend implements Backend {
     for (const token of tokens) {
       if (interval > 0) {
         const due = started + produced * interval - performance.now();
-        if (due > 0) await sleep(due, signal);
+        if (due > 0) await sleepOrThrow(due, signal);
       }
       if (signal.aborted) throw abortError(signal);
       const next = text + token;

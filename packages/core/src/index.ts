@@ -10,3 +10,4 @@ export * from './validation.js';
 export * from './error-docs.js';
 export * from './retry-after.js';
 export * from './enqueue-isolating.js';
+export * from './helpers.js';

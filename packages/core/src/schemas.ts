@@ -129,8 +129,6 @@ export interface JobResult {
 /** What llmq keeps in BullMQ's `job.data`. */
 export interface JobData {
   request: GenerationRequest;
-  /** sha256 of the canonical request body, for idempotency checks ("" when the job has no key). */
-  hash: string;
   created_at: number;
   source?: SourceRef | undefined;
   /** Id of the API key that enqueued it (never the key itself). */

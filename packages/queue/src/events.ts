@@ -5,7 +5,6 @@ import type { Keys } from './keys.js';
 /** Tokens of fast decoders are sent at most this often (per process), merged per job. */
 const TOKEN_FLUSH_MS = 15;
 
-
 /**
  * Publishes job events (status, tokens, results) on a Redis channel per job. Publishing is
  * batched per event-loop turn in one pipeline, and consecutive tokens of one job are merged,
@@ -15,7 +14,8 @@ const TOKEN_FLUSH_MS = 15;
  */
 export class EventPublisher {
   private batch: { channel: string; jobId: string; event: JobEvent }[] = [];
-  private lastTokenIndex = new Map<string, number>();
+  /** Index in `batch` of each job's latest event, so a token can join a token right before it. */
+  private lastEntry = new Map<string, number>();
   private scheduled = false;
   private timer: NodeJS.Timeout | undefined;
   private lastFlush = 0;
@@ -28,15 +28,13 @@ export class EventPublisher {
   ) {}
 
   publish(jobId: string, event: JobEvent): void {
-    if (event.type === 'token') {
-      const at = this.lastTokenIndex.get(jobId);
-      const last = at === undefined ? undefined : this.batch[at];
-      if (last && last.event.type === 'token' && at === this.lastIndexOf(jobId)) {
-        last.event = { ...last.event, text: last.event.text + event.text };
-        return;
-      }
-      this.lastTokenIndex.set(jobId, this.batch.length);
+    const at = this.lastEntry.get(jobId);
+    const last = at === undefined ? undefined : this.batch[at];
+    if (event.type === 'token' && last?.event.type === 'token') {
+      last.event = { ...last.event, text: last.event.text + event.text };
+      return;
     }
+    this.lastEntry.set(jobId, this.batch.length);
     this.batch.push({ channel: this.keys.events(jobId), jobId, event });
     if (event.type !== 'token' && this.timer) {
       // Status and final events go out at once (with the tokens before them, in order).
@@ -57,18 +55,13 @@ export class EventPublisher {
     }
   }
 
-  private lastIndexOf(jobId: string): number {
-    for (let i = this.batch.length - 1; i >= 0; i--) if (this.batch[i]!.jobId === jobId) return i;
-    return -1;
-  }
-
   /** Sends everything pending; resolves when Redis has it (or it was dropped on error). */
   flush(): Promise<void> {
     this.scheduled = false;
     this.lastFlush = Date.now();
     const batch = this.batch;
     this.batch = [];
-    this.lastTokenIndex.clear();
+    this.lastEntry.clear();
     if (batch.length === 0) return this.flushing;
     const pipeline = this.redis.pipeline();
     for (const item of batch) pipeline.publish(item.channel, JSON.stringify(item.event));
@@ -128,9 +121,5 @@ export class EventHub {
         this.subscriber.unsubscribe(this.keys.events(jobId)).catch((err: unknown) => this.logger.debug({ err }, 'unsubscribe failed'));
       }
     };
-  }
-
-  get size(): number {
-    return this.listeners.size;
   }
 }

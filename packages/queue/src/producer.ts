@@ -187,12 +187,10 @@ export class Producer {
     }
   }
 
-  private dataFor(request: JobRequest, hash: string, options: EnqueueOptions): JobData {
+  private dataFor(request: JobRequest, model: ModelConfig, options: EnqueueOptions): JobData {
     const { priority: _p, idempotency_key: _k, ...generation } = request;
-    const model = this.model(request.model);
     return {
       request: withDefaults(generation, model),
-      hash,
       created_at: Date.now(),
       source: options.source ?? { type: 'http' },
       key_id: options.keyId,
@@ -213,7 +211,7 @@ export class Producer {
       const key = options.idempotencyKey ?? request.idempotency_key;
       const { idempotency_key: _ignored, ...hashed } = request;
       const hash = requestHash(hashed);
-      const data = this.dataFor(request, hash, options);
+      const data = this.dataFor(request, model, options);
       const queue = this.queue(model.name);
       if (key === undefined) {
         await this.checkBacklog(model.name);
@@ -273,7 +271,6 @@ export class Producer {
             const { priority, ...request } = input.request;
             const data: JobData = {
               request: withDefaults(request, model),
-              hash: requestHash(request),
               created_at: Date.now(),
               source: input.source,
             };
@@ -318,7 +315,7 @@ export class Producer {
         await this.queue(name).addBulk(
           list.map(({ request }, i) => ({
             name: 'llm',
-            data: this.dataFor(request, '', options),
+            data: this.dataFor(request, model, options),
             opts: jobOptions(this.config, model, toBullId(ids[i]!), request.priority),
           })),
         );

@@ -91,8 +91,6 @@ export class ModelWorker {
   private readonly limiter: RateLimiter | undefined;
   /** Metrics bound to this model's label once, not per job. */
   private readonly m;
-  /** Attempts that started in this process (for the duplicate-start report in tests). */
-  started = 0;
 
   constructor(private readonly o: ModelWorkerOptions) {
     this.log = o.logger.child({ model: o.model.name });
@@ -122,10 +120,6 @@ export class ModelWorker {
 
   get name(): string {
     return this.o.model.name;
-  }
-
-  get active(): number {
-    return this.inflight.size;
   }
 
   private createWorker(): Worker<JobData, JobResult> {
@@ -164,7 +158,6 @@ export class ModelWorker {
     const data = job.data;
     const attempt = job.attemptsMade + 1;
     const ctrl = new AbortController();
-    this.started++;
     const startedAt = Date.now();
     this.lastProgressAt = startedAt;
     this.inflight.set(id, ctrl);

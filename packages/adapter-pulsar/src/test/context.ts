@@ -1,77 +1,8 @@
-import type { EnqueueInput, EnqueueOutcome, Logger, SourceContext } from '@llmq/core';
+import type { SourceContext } from '@llmq/core';
 import { createFakeKv } from '../../../testing/src/fake-kv.js';
+import { memoryLogger, recordingEnqueue } from '../../../testing/src/source-fakes.js';
 
-export interface LogEntry {
-  level: 'debug' | 'info' | 'warn' | 'error';
-  obj: Record<string, unknown>;
-  msg: string;
-}
-
-/** A pino-like logger that keeps every entry (bindings merged in) for assertions. */
-export function memoryLogger(entries: LogEntry[] = [], bindings: Record<string, unknown> = {}): Logger & { entries: LogEntry[] } {
-  const at =
-    (level: LogEntry['level']) =>
-    (obj: object | string, msg?: string): void => {
-      if (typeof obj === 'string') entries.push({ level, obj: { ...bindings }, msg: obj });
-      else entries.push({ level, obj: { ...bindings, ...(obj as Record<string, unknown>) }, msg: msg ?? '' });
-    };
-  return { entries, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: (more) => memoryLogger(entries, { ...bindings, ...more }) };
-}
-
-export interface RecordingEnqueue {
-  (jobs: EnqueueInput[]): Promise<EnqueueOutcome[]>;
-  /** Jobs by id, as a durable queue holds them. */
-  jobs: Map<string, EnqueueInput>;
-  batches: string[][];
-  /** Resolved calls, in order: what was durable when. */
-  durable: string[];
-  failNext(times?: number, error?: Error): void;
-  /** Fails any call holding a job this returns an error for, as addBulk fails a whole batch. */
-  refuse(check: (job: EnqueueInput) => Error | undefined): void;
-  /** Parks every call until `release()`. */
-  hold(): void;
-  release(): void;
-  waiting(): number;
-}
-
-export function recordingEnqueue(): RecordingEnqueue {
-  let failures: Error[] = [];
-  let held = false;
-  let refuse: ((job: EnqueueInput) => Error | undefined) | undefined;
-  const parked: (() => void)[] = [];
-  const fn = (async (jobs: EnqueueInput[]) => {
-    fn.batches.push(jobs.map((j) => j.id));
-    if (held) await new Promise<void>((resolve) => parked.push(resolve));
-    const refused = jobs.map((j) => refuse?.(j)).find((e) => e !== undefined);
-    if (refused) throw refused;
-    const failure = failures.shift();
-    if (failure) throw failure;
-    return jobs.map((j) => {
-      const created = !fn.jobs.has(j.id);
-      if (created) fn.jobs.set(j.id, j);
-      fn.durable.push(j.id);
-      return { id: j.id, created };
-    });
-  }) as RecordingEnqueue;
-  fn.jobs = new Map();
-  fn.batches = [];
-  fn.durable = [];
-  fn.failNext = (times = 1, error = new Error('ERR_REDIS_UNAVAILABLE: redis down')) => {
-    failures = [...failures, ...Array.from({ length: times }, () => error)];
-  };
-  fn.refuse = (check) => {
-    refuse = check;
-  };
-  fn.hold = () => {
-    held = true;
-  };
-  fn.release = () => {
-    held = false;
-    for (const resume of parked.splice(0)) resume();
-  };
-  fn.waiting = () => parked.length;
-  return fn;
-}
+export { eventually, memoryLogger, recordingEnqueue, type LogEntry, type RecordingEnqueue } from '../../../testing/src/source-fakes.js';
 
 export function testContext(env: Record<string, string> = {}) {
   const enqueue = recordingEnqueue();
@@ -79,17 +10,4 @@ export function testContext(env: Record<string, string> = {}) {
   const host = new AbortController();
   const ctx: SourceContext = { logger, signal: host.signal, configDir: process.cwd(), env, enqueue, kv: createFakeKv() };
   return { ctx, enqueue, logger, host };
-}
-
-export async function eventually(check: () => void | Promise<void>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }
 }

@@ -9,6 +9,8 @@ export interface TestRedis {
   port: number;
   /** False when falling back to REDIS_URL: restart/freeze are then unavailable. */
   owned: boolean;
+  /** The server's process id while it runs (undefined when not owned), for CPU and memory readings. */
+  readonly pid: number | undefined;
   /** SIGKILL the server (clients see a dead socket). */
   kill(): Promise<void>;
   /** Start it again on the same port (data survives only with `appendonly`). */
@@ -78,6 +80,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
       url,
       port: Number(new URL(url).port || 6379),
       owned: false,
+      pid: undefined,
       kill: unsupported,
       start: unsupported,
       restart: unsupported,
@@ -112,6 +115,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
     url: `redis://127.0.0.1:${port}`,
     port,
     owned: true,
+    get pid() {
+      return child?.pid;
+    },
     kill,
     start,
     async restart() {

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { JobEvent, Logger } from '@llmq/core';
+import { RecentMap } from './recent.js';
 
 interface Running {
   abort(reason: string): void;
@@ -13,11 +14,11 @@ export interface ControlListenerOptions {
   /** Publishes a job event (used for final events a late watcher asks for). */
   publish(jobId: string, event: JobEvent): void;
   logger: Logger;
-  /** How long a cancel or watch for a job not running here is remembered. @defaultValue 60000 */
+  /** How long (at least; at most twice) a cancel or watch for a job not running here is remembered. @defaultValue 60000 */
   rememberMs?: number;
-  /** How long final events are kept for a watcher that arrives just after the end. @defaultValue 10000 */
+  /** How long (at least; at most twice) a job's end is kept for a watcher that arrives just after it. @defaultValue 10000 */
   finishedMs?: number;
-  /** Most final events kept. @defaultValue 20000 */
+  /** Job ends kept at least, whatever their age (at most twice as many). @defaultValue 20000 */
   finishedMax?: number;
 }
 
@@ -32,22 +33,20 @@ export interface ControlListenerOptions {
  */
 export class ControlListener {
   private readonly running = new Map<string, Running>();
-  private readonly recentCancel = new Map<string, number>();
-  private readonly recentWatch = new Map<string, number>();
-  private readonly finished = new Map<string, { at: number; status: 'completed' | 'failed' | 'cancelled' }>();
+  private readonly recentCancel: RecentMap<true>;
+  private readonly recentWatch: RecentMap<true>;
+  private readonly finished: RecentMap<{ at: number; status: 'completed' | 'failed' | 'cancelled' }>;
   private readonly watched = new Set<string>();
   private readonly ready: Promise<unknown>;
-  private readonly rememberMs: number;
-  private readonly finishedMs: number;
-  private readonly finishedMax: number;
 
   constructor(
     subscriber: Redis,
     private readonly o: ControlListenerOptions,
   ) {
-    this.rememberMs = o.rememberMs ?? 60_000;
-    this.finishedMs = o.finishedMs ?? 10_000;
-    this.finishedMax = o.finishedMax ?? 20_000;
+    const rememberMs = o.rememberMs ?? 60_000;
+    this.recentCancel = new RecentMap(rememberMs, 10_000);
+    this.recentWatch = new RecentMap(rememberMs, 10_000);
+    this.finished = new RecentMap(o.finishedMs ?? 10_000, o.finishedMax ?? 20_000);
     subscriber.on('message', (channel: string, id: string) => {
       if (channel === o.cancelChannel) this.onCancel(id);
       else if (channel === o.watchChannel) this.onWatch(id);
@@ -65,8 +64,7 @@ export class ControlListener {
       this.o.logger.info({ jobId: id }, 'cancel requested: aborting job');
       job.abort('cancelled');
     } else {
-      prune(this.recentCancel, this.rememberMs);
-      this.recentCancel.set(id, Date.now());
+      this.recentCancel.set(id, true);
     }
   }
 
@@ -85,9 +83,7 @@ export class ControlListener {
       this.o.publish(id, { type: 'status', status: done.status, at: done.at });
       return;
     }
-    prune(this.recentWatch, this.rememberMs);
-    this.recentWatch.delete(id);
-    this.recentWatch.set(id, Date.now());
+    this.recentWatch.set(id, true);
   }
 
   /** Registers a job starting here. */
@@ -115,17 +111,7 @@ export class ControlListener {
       this.watched.delete(id);
       const status = event.type === 'completed' ? 'completed' : event.type === 'cancelled' ? 'cancelled' : 'failed';
       this.finished.set(id, { at: Date.now(), status });
-      if (this.finished.size > this.finishedMax) this.finished.delete(this.finished.keys().next().value as string);
-      prune(this.finished, this.finishedMs, (v) => v.at);
     }
     if (watched) this.o.publish(id, event);
-  }
-}
-
-function prune<V>(map: Map<string, V>, ttl: number, at: (v: V) => number = (v) => v as unknown as number): void {
-  const cutoff = Date.now() - ttl;
-  for (const [key, value] of map) {
-    if (at(value) >= cutoff) break;
-    map.delete(key);
   }
 }

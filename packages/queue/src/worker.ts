@@ -55,17 +55,31 @@ function asError(reason: unknown): Error {
   return new Error(String(reason));
 }
 
-/** A child logger created only if something logs (pino's child() is not free per job). */
-function lazyChild(parent: Logger, bindings: Record<string, unknown>): Logger {
-  let child: Logger | undefined;
-  const get = () => (child ??= parent.child(bindings));
-  return {
-    debug: (o, m) => get().debug(o, m),
-    info: (o, m) => get().info(o, m),
-    warn: (o, m) => get().warn(o, m),
-    error: (o, m) => get().error(o, m),
-    child: (b) => get().child(b),
-  };
+/** A child logger created only if something logs (pino's child() is not free per job; nor are five closures). */
+class LazyChild implements Logger {
+  private made: Logger | undefined;
+  constructor(
+    private readonly parent: Logger,
+    private readonly bindings: Record<string, unknown>,
+  ) {}
+  private get logger(): Logger {
+    return (this.made ??= this.parent.child(this.bindings));
+  }
+  debug(o: object | string, m?: string): void {
+    this.logger.debug(o, m);
+  }
+  info(o: object | string, m?: string): void {
+    this.logger.info(o, m);
+  }
+  warn(o: object | string, m?: string): void {
+    this.logger.warn(o, m);
+  }
+  error(o: object | string, m?: string): void {
+    this.logger.error(o, m);
+  }
+  child(b: Record<string, unknown>): Logger {
+    return this.logger.child(b);
+  }
 }
 
 /** Puts a code on errors that have none, so the failure reason always carries one. */
@@ -181,7 +195,7 @@ export class ModelWorker {
     if (job.attemptsMade === 0) this.m.wait.observe(Math.max(0, startedAt - job.timestamp) / 1000);
     this.m.active.inc();
     if (watched) publisher.publish(id, status());
-    const log = lazyChild(this.log, { jobId: id, attempt });
+    const log = new LazyChild(this.log, { jobId: id, attempt });
     try {
       let result = data.result;
       if (!result) {

@@ -1,14 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { MongoClient, type Collection, type Document, type ObjectId } from 'mongodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, type TestRedis } from '@llmq/testing';
+import { ALL_STATES, CONNECTOR_MAIN, WORKER_MAIN, killAll, sleep, spawnApp, waitUntil, type Proc } from './helpers/processes.js';
 import { TEST_PLUGIN_SOURCE } from './helpers/plugin-source.js';
 
 /*
@@ -39,28 +38,6 @@ const N = 1000;
 const BEFORE_KILL = 500;
 /** The connector is killed once this many jobs are in Redis. */
 const KILL_AT = 100;
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-const CONNECTOR_MAIN = join(REPO, 'apps/connector/dist/main.js');
-const WORKER_MAIN = join(REPO, 'apps/worker/dist/main.js');
-const ALL_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'paused', 'waiting-children'] as const;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, detail: () => Promise<string> | string = () => ''): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}. ${await detail()}`);
-    await sleep(25);
-  }
-}
-
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
-}
-
 describe.skipIf(!url)('MongoDB end to end: connector and worker processes against a real server (MONGODB_URL)', () => {
   let mongo: MongoClient | undefined;
   let redis: TestRedis | undefined;
@@ -102,35 +79,11 @@ describe.skipIf(!url)('MongoDB end to end: connector and worker processes agains
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  async function stopAll(): Promise<void> {
-    for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-    await Promise.all(procs.splice(0).map((p) => p.exited));
-  }
+  const stopAll = () => killAll(procs);
 
-  /** Starts `main` with `config` and waits for its ready line; stdout and stderr are kept for failure messages. */
-  async function spawnApp(name: string, main: string, configPath: string, prefix: string, ready: string): Promise<Proc> {
-    const child = spawn(process.execPath, [main], {
-      cwd: REPO,
-      env: { ...process.env, LLMQ_CONFIG: configPath, REDIS_URL: redis!.url, LLMQ_REDIS_PREFIX: prefix, LLMQ_LOG_LEVEL: 'info', LLMQ_METRICS_PORT: '0', MONGODB_URL: url! },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    const keep = (d: Buffer) => {
-      out += d.toString();
-      if (out.length > 400_000) out = out.slice(-200_000);
-    };
-    child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    const proc: Proc = { name, child, output: () => out, exited };
-    procs.push(proc);
-    const deadline = Date.now() + 30_000;
-    while (!out.includes(ready)) {
-      if (child.exitCode !== null) throw new Error(`${name} exited during start-up:\n${out.slice(-4000)}`);
-      if (Date.now() > deadline) throw new Error(`${name} did not log "${ready}" within 30 s:\n${out.slice(-4000)}`);
-      await sleep(25);
-    }
-    return proc;
+  function spawnLlmq(name: string, main: string, configPath: string, prefix: string, ready: string): Promise<Proc> {
+    const env = { LLMQ_CONFIG: configPath, REDIS_URL: redis!.url, LLMQ_REDIS_PREFIX: prefix, LLMQ_LOG_LEVEL: 'info', LLMQ_METRICS_PORT: '0', MONGODB_URL: url! };
+    return spawnApp({ name, main, env, ready, procs });
   }
 
   async function logged(proc: Proc, text: string, timeoutMs = 30_000): Promise<void> {
@@ -206,10 +159,10 @@ describe.skipIf(!url)('MongoDB end to end: connector and worker processes agains
             { name: 'recorder', type: 'test-sink', sources: ['mongodb'], options: { record_file: recordFile } },
           ],
         });
-        return spawnApp(`worker (${coll})`, WORKER_MAIN, config, prefix, 'worker ready');
+        return spawnLlmq(`worker (${coll})`, WORKER_MAIN, config, prefix, 'worker ready');
       },
       connector(configPath, name) {
-        return spawnApp(name, CONNECTOR_MAIN, configPath, prefix, 'connector ready');
+        return spawnLlmq(name, CONNECTOR_MAIN, configPath, prefix, 'connector ready');
       },
       async feed(gate) {
         const ids: ObjectId[] = [];

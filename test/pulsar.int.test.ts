@@ -1,13 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, type TestRedis } from '@llmq/testing';
+import { ALL_STATES, CONNECTOR_MAIN, WORKER_MAIN, killAll, sleep, spawnApp, waitUntil, type Proc } from './helpers/processes.js';
 
 /*
  * The whole Pulsar path against a real broker, with real processes: messages produced to a topic
@@ -33,21 +32,6 @@ const N = 1000;
 const BEFORE_KILL = 500;
 /** The connector is killed once this many jobs are in Redis. */
 const KILL_AT = 100;
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-const CONNECTOR_MAIN = join(REPO, 'apps/connector/dist/main.js');
-const WORKER_MAIN = join(REPO, 'apps/worker/dist/main.js');
-const ALL_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'paused', 'waiting-children'] as const;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, detail: () => Promise<string> | string = () => ''): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}. ${await detail()}`);
-    await sleep(25);
-  }
-}
-
 /** Settles within `ms` whatever `work` does: cleanup must not hang on an unreachable broker. */
 async function bounded(work: Promise<unknown> | undefined, ms = 10_000): Promise<void> {
   if (!work) return;
@@ -86,13 +70,6 @@ interface Reply {
   result: { text: string; finish_reason: string; model: string };
 }
 
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
-}
-
 describe.skipIf(!url)('Pulsar end to end: connector and worker processes against a real broker (PULSAR_URL)', () => {
   let Pulsar: PulsarModule;
   let client: PulsarClient | undefined;
@@ -129,8 +106,7 @@ describe.skipIf(!url)('Pulsar end to end: connector and worker processes against
 
   afterAll(async () => {
     reading = false;
-    for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-    await Promise.all(procs.splice(0).map((p) => p.exited));
+    await killAll(procs);
     await bounded(replies?.close());
     await bounded(producer?.close());
     await bounded(client?.close());
@@ -140,29 +116,9 @@ describe.skipIf(!url)('Pulsar end to end: connector and worker processes against
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  async function spawnApp(name: string, main: string, configPath: string, prefix: string, ready: string): Promise<Proc> {
-    const child = spawn(process.execPath, [main], {
-      cwd: REPO,
-      env: { ...process.env, LLMQ_CONFIG: configPath, REDIS_URL: redis!.url, LLMQ_REDIS_PREFIX: prefix, LLMQ_LOG_LEVEL: 'info', LLMQ_METRICS_PORT: '0', PULSAR_URL: url! },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    const keep = (d: Buffer) => {
-      out += d.toString();
-      if (out.length > 400_000) out = out.slice(-200_000);
-    };
-    child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    const proc: Proc = { name, child, output: () => out, exited };
-    procs.push(proc);
-    const deadline = Date.now() + 60_000;
-    while (!out.includes(ready)) {
-      if (child.exitCode !== null) throw new Error(`${name} exited during start-up:\n${out.slice(-4000)}`);
-      if (Date.now() > deadline) throw new Error(`${name} did not log "${ready}" within 60 s:\n${out.slice(-4000)}`);
-      await sleep(25);
-    }
-    return proc;
+  function spawnLlmq(name: string, main: string, configPath: string, prefix: string, ready: string): Promise<Proc> {
+    const env = { LLMQ_CONFIG: configPath, REDIS_URL: redis!.url, LLMQ_REDIS_PREFIX: prefix, LLMQ_LOG_LEVEL: 'info', LLMQ_METRICS_PORT: '0', PULSAR_URL: url! };
+    return spawnApp({ name, main, env, ready, procs, readyTimeoutMs: 60000 });
   }
 
   it(`${N} messages, the connector killed -9 mid-run and restarted: every message answered exactly once on the reply topic`, async () => {
@@ -247,8 +203,8 @@ describe.skipIf(!url)('Pulsar end to end: connector and worker processes against
       return `replies for ${got.size}/${N} correlation ids; jobs: ${JSON.stringify(counts)}\n${tails}`;
     };
 
-    await spawnApp('worker', WORKER_MAIN, workerConfig, prefix, 'worker ready');
-    const first = await spawnApp('connector (first)', CONNECTOR_MAIN, connectorConfig, prefix, 'connector ready');
+    await spawnLlmq('worker', WORKER_MAIN, workerConfig, prefix, 'worker ready');
+    const first = await spawnLlmq('connector (first)', CONNECTOR_MAIN, connectorConfig, prefix, 'connector ready');
 
     producer = await client!.createProducer({ topic, sendTimeoutMs: 30_000 });
     let openGate!: () => void;
@@ -276,7 +232,7 @@ describe.skipIf(!url)('Pulsar end to end: connector and worker processes against
     expect(atKill).toBeGreaterThan(0);
     expect(atKill).toBeLessThan(N);
 
-    const second = await spawnApp('connector (restarted)', CONNECTOR_MAIN, connectorConfig, prefix, 'connector ready');
+    const second = await spawnLlmq('connector (restarted)', CONNECTOR_MAIN, connectorConfig, prefix, 'connector ready');
     await producing;
     await waitUntil(`replies for all ${N} correlation ids`, async () => got.size >= N, 300_000, progress);
     // A duplicate would come late (a re-delivered message run again): keep reading a while.

@@ -1,8 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { loadConfig } from '@llmq/config';
 import { silentLogger } from '@llmq/core';
@@ -11,9 +10,9 @@ import { readSseEvents } from '@llmq/cli';
 import { serveGateway, type ServedGateway } from '@llmq/gateway';
 import { startRedis, type TestRedis } from '@llmq/testing';
 import { TEST_PLUGIN_SOURCE } from './plugin-source.js';
+import { WORKER_MAIN } from './processes.js';
 
-export const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const WORKER_MAIN = join(REPO, 'apps/worker/dist/main.js');
+export { REPO } from './processes.js';
 
 export interface WorkerProcess {
   child: ChildProcess;

@@ -1,0 +1,70 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Helpers for suites that run llmq's apps as real child processes (so kill -9 is real). */
+
+export const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+export const CONNECTOR_MAIN = join(REPO, 'apps/connector/dist/main.js');
+export const WORKER_MAIN = join(REPO, 'apps/worker/dist/main.js');
+/** Every BullMQ job state, for counts that must add up to the number of jobs. */
+export const ALL_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'paused', 'waiting-children'] as const;
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` every 25 ms; on timeout the error says what was awaited and `detail()`. */
+export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs: number, detail: () => Promise<string> | string = () => ''): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}. ${await detail()}`);
+    await sleep(25);
+  }
+}
+
+export interface Proc {
+  name: string;
+  child: ChildProcess;
+  /** stdout and stderr so far (the last 200-400 kB). */
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+export interface SpawnAppOptions {
+  name: string;
+  main: string;
+  env: Record<string, string>;
+  /** Text of the log line that says the app is ready. */
+  ready: string;
+  readyTimeoutMs?: number;
+  /** The new process is pushed here, so the suite can kill whatever is left. */
+  procs: Proc[];
+}
+
+/** Starts an app with `node <main>` in the repo and waits for its ready line. */
+export async function spawnApp(o: SpawnAppOptions): Promise<Proc> {
+  const child = spawn(process.execPath, [o.main], { cwd: REPO, env: { ...process.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const keep = (d: Buffer) => {
+    out += d.toString();
+    if (out.length > 400_000) out = out.slice(-200_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const proc: Proc = { name: o.name, child, output: () => out, exited };
+  o.procs.push(proc);
+  const timeoutMs = o.readyTimeoutMs ?? 30_000;
+  const deadline = Date.now() + timeoutMs;
+  while (!out.includes(o.ready)) {
+    if (child.exitCode !== null) throw new Error(`${o.name} exited during start-up:\n${out.slice(-4000)}`);
+    if (Date.now() > deadline) throw new Error(`${o.name} did not log "${o.ready}" within ${timeoutMs / 1000} s:\n${out.slice(-4000)}`);
+    await sleep(25);
+  }
+  return proc;
+}
+
+/** SIGKILLs every process still running and waits for them. */
+export async function killAll(procs: Proc[]): Promise<void> {
+  for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+  await Promise.all(procs.splice(0).map((p) => p.exited));
+}

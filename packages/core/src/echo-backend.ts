@@ -83,19 +83,21 @@ export class EchoBackend implements Backend {
   async close(): Promise<void> {}
 
   async generate(input: GenerateInput): Promise<GenerateOutput> {
-    const { signal, request } = input;
+    const { request } = input;
     const source = words(promptText(request));
     const promptTokens = request.prompt !== undefined ? source.length : promptTokenCount(request);
     const { tokens, finish } = echoPlan(request, source);
     const stops = request.stop === undefined ? [] : Array.isArray(request.stop) ? request.stop : [request.stop];
-    if (this.config.delay_ms > 0) await sleepOrThrow(this.config.delay_ms, signal);
-    else if (signal.aborted) throw abortError(signal);
     const interval = this.config.tokens_per_second > 0 ? 1000 / this.config.tokens_per_second : 0;
-    if (interval === 0 && stops.length === 0) {
-      // Fast path (benchmarks): everything at once, one token callback per word.
+    if (this.config.delay_ms === 0 && interval === 0 && stops.length === 0) {
+      // Fast path (benchmarks): everything at once, one token callback per word. Nothing here
+      // waits, so the signal is not read (a host may make it lazily); the host checks it after.
       for (const token of tokens) input.onToken(token);
       return { text: tokens.join(''), finish_reason: finish, usage: { prompt_tokens: promptTokens, completion_tokens: tokens.length } };
     }
+    const { signal } = input;
+    if (this.config.delay_ms > 0) await sleepOrThrow(this.config.delay_ms, signal);
+    else if (signal.aborted) throw abortError(signal);
     const started = performance.now();
     let text = '';
     let produced = 0;

@@ -20,6 +20,7 @@ import { DLQ_QUEUE, fromBullId, type Keys } from './keys.js';
 import type { Metrics } from './metrics.js';
 import { RateLimiter, estimateTokens } from './rate-limit.js';
 import type { DlqEntry } from './producer.js';
+import { LazyAbortController } from './lazy-abort.js';
 
 export interface SinkBinding {
   sink: Sink;
@@ -96,7 +97,7 @@ export class ModelWorker {
   private worker: Worker<JobData, JobResult>;
   readonly queue: Queue;
   private readonly dlq: Queue;
-  private readonly inflight = new Map<string, AbortController>();
+  private readonly inflight = new Map<string, LazyAbortController>();
   private readonly dlqAdded = new Set<string>();
   private lastProgressAt = Date.now();
   private watchdog: NodeJS.Timeout | undefined;
@@ -171,7 +172,7 @@ export class ModelWorker {
     const id = fromBullId(job.id ?? '');
     const data = job.data;
     const attempt = job.attemptsMade + 1;
-    const ctrl = new AbortController();
+    const ctrl = new LazyAbortController();
     const startedAt = Date.now();
     this.lastProgressAt = startedAt;
     this.inflight.set(id, ctrl);
@@ -199,7 +200,7 @@ export class ModelWorker {
     try {
       let result = data.result;
       if (!result) {
-        if (ctrl.signal.aborted) throw ctrl.signal.reason;
+        if (ctrl.aborted) throw ctrl.reason;
         let reservation: { window: number; estimate: number } | undefined;
         if (this.limiter) {
           const estimate = estimateTokens(data.request);
@@ -220,10 +221,13 @@ export class ModelWorker {
             attempt,
             model: name,
             request: data.request,
-            signal: ctrl.signal,
+            // Made on first use: a backend that answers without waiting never pays for a signal.
+            get signal() {
+              return ctrl.signal;
+            },
             logger: log,
             onToken: (piece) => {
-              if (ctrl.signal.aborted) return;
+              if (ctrl.aborted) return;
               if (firstTokenAt === undefined) firstTokenAt = Date.now();
               if (watched) publisher.publish(id, { type: 'token', text: piece, index: index++, offset: text.length });
               text += piece;
@@ -239,7 +243,7 @@ export class ModelWorker {
           if (!fallback) throw err;
           ({ out, servedBy } = fallback);
         }
-        if (ctrl.signal.aborted) throw ctrl.signal.reason;
+        if (ctrl.aborted) throw ctrl.reason;
         const completedAt = Date.now();
         result = {
           text: out.text,
@@ -334,20 +338,20 @@ export class ModelWorker {
    */
   private async fallback(
     err: unknown,
-    ctrl: AbortController,
+    ctrl: LazyAbortController,
     attempt: number,
     job: Job<JobData, JobResult>,
     run: (b: Backend, name: string) => Promise<Awaited<ReturnType<Backend['generate']>>>,
     log: Logger,
   ): Promise<{ out: Awaited<ReturnType<Backend['generate']>>; servedBy: string } | undefined> {
     const fallbacks = this.o.model.fallbacks;
-    if (fallbacks.length === 0 || !this.o.backendFor || ctrl.signal.aborted) return undefined;
+    if (fallbacks.length === 0 || !this.o.backendFor || ctrl.aborted) return undefined;
     const code = errorCode(err);
     const lastAttempt = attempt >= (job.opts.attempts ?? 1);
     if (!(code === 'ERR_BACKEND_CONTEXT_LENGTH' || (isRetryable(err) && lastAttempt && code !== 'ERR_BACKEND_RATE_LIMITED' && code !== 'ERR_BACKEND_QUOTA'))) return undefined;
     let lastError = err;
     for (const name of fallbacks) {
-      if (ctrl.signal.aborted) break;
+      if (ctrl.aborted) break;
       try {
         const b = await this.o.backendFor(name);
         log.warn({ fallback: name, code }, 'primary model failed: trying a fallback');
@@ -362,10 +366,10 @@ export class ModelWorker {
     throw lastError;
   }
 
-  private async failure(job: Job<JobData, JobResult>, token: string | undefined, err: unknown, ctrl: AbortController, attempt: number, log: Logger): Promise<Error> {
+  private async failure(job: Job<JobData, JobResult>, token: string | undefined, err: unknown, ctrl: LazyAbortController, attempt: number, log: Logger): Promise<Error> {
     const { model, metrics } = this.o;
     if (err instanceof Error && err.name === 'RateLimitError') return err;
-    const reason = asError(ctrl.signal.aborted ? ctrl.signal.reason : err);
+    const reason = asError(ctrl.aborted ? ctrl.reason : err);
     const code = errorCode(reason);
     if (code === 'ERR_WORKER_SHUTDOWN' && token) {
       // Hand the job back without spending an attempt; another worker picks it up at once.

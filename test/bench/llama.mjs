@@ -6,7 +6,7 @@
 //           this row measures llmq's fixed per-request cost (HTTP, Redis, SSE) more than decoding;
 //   small — 512 wide, 6 layers, 77 MB (~200 tok/s per sequence at 1 thread here): per-token cost of
 //           the order of a real small model on a CPU, where the queue's share is what a user pays.
-// Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores), BENCH_NS (1,2,4,8), BENCH_ROUNDS (2), BENCH_CTX (512),
+// Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores), BENCH_NS (1,2,4,8), BENCH_ROUNDS (4, best of), BENCH_CTX (512),
 //        BENCH_SIZES (tiny,small), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process).
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -25,7 +25,7 @@ const env = process.env;
 const TOKENS = Number(env.BENCH_TOKENS ?? 64);
 const THREADS = Number(env.BENCH_THREADS ?? physicalCoreCount());
 const NS = (env.BENCH_NS ?? '1,2,4,8').split(',').map(Number);
-const ROUNDS = Number(env.BENCH_ROUNDS ?? 2);
+const ROUNDS = Number(env.BENCH_ROUNDS ?? 4);
 const CTX = Number(env.BENCH_CTX ?? 512);
 const PROMPT = 'Once upon a time, in a queue far away,';
 const SIZES = {

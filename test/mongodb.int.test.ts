@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { MongoClient, type Collection, type Document, type ObjectId } from 'mongodb';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, type TestRedis } from '@llmq/testing';
-import { ALL_STATES, CONNECTOR_MAIN, WORKER_MAIN, killAll, sleep, spawnApp, waitUntil, type Proc } from './helpers/processes.js';
+import { ALL_STATES, CONNECTOR_MAIN, WORKER_MAIN, e2eBaseConfig, killAll, sleep, spawnApp, waitUntil, type Proc } from './helpers/processes.js';
 import { TEST_PLUGIN_SOURCE } from './helpers/plugin-source.js';
 
 /*
@@ -128,13 +128,7 @@ describe.skipIf(!url)('MongoDB end to end: connector and worker processes agains
     const recordFile = join(dir, `${coll}-sink-writes.txt`);
     const plugin = join(dir, 'recorder-plugin.mjs');
     writeFileSync(plugin, TEST_PLUGIN_SOURCE);
-    const base = {
-      log_level: 'info',
-      redis: { url: redis!.url, prefix },
-      worker: { metrics_port: 0, watchdog_ms: 0 },
-      queue: { backoff_ms: 100 },
-      models: [{ name: 'echo', backend: 'echo', concurrency: 8 }],
-    };
+    const base = e2eBaseConfig(redis!.url, prefix);
     const run: Run = {
       collection,
       coll,

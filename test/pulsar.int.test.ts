@@ -6,7 +6,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, type TestRedis } from '@llmq/testing';
-import { ALL_STATES, CONNECTOR_MAIN, WORKER_MAIN, killAll, sleep, spawnApp, waitUntil, type Proc } from './helpers/processes.js';
+import { ALL_STATES, CONNECTOR_MAIN, WORKER_MAIN, e2eBaseConfig, killAll, sleep, spawnApp, waitUntil, type Proc } from './helpers/processes.js';
 
 /*
  * The whole Pulsar path against a real broker, with real processes: messages produced to a topic
@@ -162,13 +162,7 @@ describe.skipIf(!url)('Pulsar end to end: connector and worker processes against
       }
     })();
 
-    const base = {
-      log_level: 'info',
-      redis: { url: redis!.url, prefix },
-      worker: { metrics_port: 0, watchdog_ms: 0 },
-      queue: { backoff_ms: 100 },
-      models: [{ name: 'echo', backend: 'echo', concurrency: 8 }],
-    };
+    const base = e2eBaseConfig(redis!.url, prefix);
     const write = (file: string, extra: Record<string, unknown>) => {
       const path = join(dir, file);
       // YAML is a superset of JSON.

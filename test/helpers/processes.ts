@@ -68,3 +68,14 @@ export async function killAll(procs: Proc[]): Promise<void> {
   for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   await Promise.all(procs.splice(0).map((p) => p.exited));
 }
+
+/** Config shared by the end-to-end suites: info logs (their ready lines), no metrics port, an `echo` model of concurrency 8. */
+export function e2eBaseConfig(redisUrl: string, prefix: string): Record<string, unknown> {
+  return {
+    log_level: 'info',
+    redis: { url: redisUrl, prefix },
+    worker: { metrics_port: 0, watchdog_ms: 0 },
+    queue: { backoff_ms: 100 },
+    models: [{ name: 'echo', backend: 'echo', concurrency: 8 }],
+  };
+}

@@ -1,4 +1,4 @@
-import { LlmqError, formatPath, type AdapterContext, type UsageRecord } from '@llmq/core';
+import { LlmqError, firstIssue, type AdapterContext, type UsageRecord } from '@llmq/core';
 import { pulsarUsageConfigSchema, type PulsarUsageConfigInput } from './config.js';
 import { createPulsarClient, loadPulsarClient, type PulsarModuleLoader, type PulsarProducer } from './driver.js';
 
@@ -29,9 +29,8 @@ export async function createPulsarUsageProducer(
 ): Promise<PulsarUsageProducer> {
   const parsed = pulsarUsageConfigSchema.safeParse(options.config);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const key = formatPath((issue?.path ?? []) as PropertyKey[]);
-    throw new LlmqError('ERR_CONFIG_INVALID', `usage.${options.name}${key ? `.${key}` : ''}: ${issue?.message ?? 'invalid'}`);
+    const { key, message } = firstIssue(parsed.error);
+    throw new LlmqError('ERR_CONFIG_INVALID', `usage.${options.name}${key ? `.${key}` : ''}: ${message}`);
   }
   const config = parsed.data;
   const mod = await (deps.loadModule ?? loadPulsarClient)();

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { LlmqError, formatPath } from '@llmq/core';
+import { LlmqError, firstIssue } from '@llmq/core';
 import { configSchema, type LlmqConfig } from './schema.js';
 
 export interface LoadConfigOptions {
@@ -108,13 +108,7 @@ export function loadConfig(options: LoadConfigOptions = {}): ResolvedConfig {
   applyEnv(raw as Record<string, any>, env);
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    let key = formatPath(issue.path as PropertyKey[]);
-    let message = issue.message;
-    if (issue.code === 'unrecognized_keys') {
-      key = key ? `${key}.${issue.keys[0]}` : String(issue.keys[0]);
-      message = 'unknown key';
-    }
+    const { key, message } = firstIssue(parsed.error);
     const envName = Object.entries(ENV_OVERRIDES).find(([, k]) => key.startsWith(k))?.[0];
     const hint = envName && env[envName] ? ` (set by env ${envName})` : '';
     throw configError(source, key, message + hint);

@@ -13,20 +13,28 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+/**
+ * The first issue of a zod error: the dotted key it is about (for an unknown key, that key) and
+ * zod's message (`unknown key` for an unknown key). `key` is '' for the value as a whole.
+ */
+export function firstIssue(error: z.ZodError): { key: string; message: string; unknownKey: boolean } {
+  const issue = error.issues[0];
+  if (!issue) return { key: '', message: 'invalid', unknownKey: false };
+  const base = formatPath(issue.path as PropertyKey[]);
+  if (issue.code === 'unrecognized_keys') {
+    const key = String(issue.keys[0] ?? '');
+    return { key: base ? `${base}.${key}` : key, message: 'unknown key', unknownKey: true };
+  }
+  return { key: base, message: issue.message, unknownKey: false };
+}
+
 /** The first zod issue as an LlmqError whose `param` names the field and whose message says what to fix. */
 export function zodToLlmqError(error: z.ZodError, prefix = ''): LlmqError {
-  const issue = error.issues[0];
-  if (!issue) return new LlmqError('ERR_REQUEST_INVALID', 'invalid request');
-  const base = formatPath(issue.path as PropertyKey[]);
-  const join = (p: string) => (prefix && p ? `${prefix}.${p}` : prefix || p);
-  if (issue.code === 'unrecognized_keys') {
-    const key = issue.keys[0] ?? '';
-    const param = join(base ? `${base}.${key}` : key);
-    return new LlmqError('ERR_REQUEST_INVALID', `unknown field "${param}"`, { param });
-  }
-  const param = join(base);
-  const message = param ? `${param}: ${issue.message}` : issue.message;
-  return new LlmqError('ERR_REQUEST_INVALID', message, { param: param || undefined });
+  if (error.issues.length === 0) return new LlmqError('ERR_REQUEST_INVALID', 'invalid request');
+  const { key, message, unknownKey } = firstIssue(error);
+  const param = prefix && key ? `${prefix}.${key}` : prefix || key;
+  if (unknownKey) return new LlmqError('ERR_REQUEST_INVALID', `unknown field "${param}"`, { param });
+  return new LlmqError('ERR_REQUEST_INVALID', param ? `${param}: ${message}` : message, { param: param || undefined });
 }
 
 /** Parses a job request body; throws an ERR_REQUEST_INVALID naming the bad field. */

@@ -2,7 +2,7 @@ import {
   LlmqError,
   checkCapabilities,
   createRegistry,
-  formatPath,
+  firstIssue,
   loadPlugins,
   resolveCapabilities,
   type AdapterContext,
@@ -45,13 +45,7 @@ export interface Platform {
 function parseOptions(def: AdapterDefinition, options: unknown, where: string, source: string): unknown {
   const parsed = def.configSchema.safeParse(options);
   if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0]!;
-  let key = formatPath(issue.path as PropertyKey[]);
-  let message = issue.message;
-  if (issue.code === 'unrecognized_keys') {
-    key = key ? `${key}.${issue.keys[0]}` : String(issue.keys[0]);
-    message = 'unknown key';
-  }
+  const { key, message } = firstIssue(parsed.error);
   const path = key ? `${where}.${key}` : where;
   throw new LlmqError('ERR_CONFIG_INVALID', `${source}: ${path}: ${message} (${def.kind} "${def.type}")`, { param: path });
 }

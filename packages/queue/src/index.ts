@@ -3,6 +3,7 @@ export * from './connection.js';
 export * from './logger.js';
 export * from './events.js';
 export * from './metrics.js';
+export * from './fast-metrics.js';
 export * from './producer.js';
 export * from './control.js';
 export * from './worker.js';

@@ -1,0 +1,254 @@
+import { Counter, Gauge, Histogram, type CounterConfiguration, type GaugeConfiguration, type HistogramConfiguration, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
+
+/**
+ * prom-client metrics for the worker's per-job path. prom-client validates, hashes and re-keys the
+ * labels on every `inc`/`observe`, even through `labels()` (about 1 µs and ~200 bytes of garbage
+ * per call, several calls per job). These keep one plain record per label set, bound once, and
+ * hand prom-client the totals only when the registry is read: same names, same exposition, the
+ * per-job cost of adding two numbers.
+ */
+
+type Labels = Record<string, string | number>;
+
+function labelKey(labelNames: readonly string[], labels: Labels): string {
+  let key = '';
+  for (const name of labelNames) {
+    const v = labels[name];
+    if (v === undefined) throw new Error(`missing label "${name}"`);
+    key += `${String(v)}\u0000`;
+  }
+  for (const name of Object.keys(labels)) if (!labelNames.includes(name)) throw new Error(`unknown label "${name}"`);
+  return key;
+}
+
+function labelsOf(labelNames: readonly string[], args: unknown[]): Labels {
+  if (args.length === 1 && typeof args[0] === 'object' && args[0] !== null) return { ...(args[0] as Labels) };
+  const out: Labels = {};
+  labelNames.forEach((name, i) => {
+    if (args[i] !== undefined) out[name] = args[i] as string | number;
+  });
+  return out;
+}
+
+/** A counter series whose increments are summed locally and folded in when the metric is read. */
+export interface HotCounter {
+  inc(value?: number): void;
+}
+
+export class FastCounter<T extends string = string> extends Counter<T> {
+  private readonly pending = new Map<string, { labels: Labels; value: number }>();
+
+  constructor(config: CounterConfiguration<T>) {
+    super(config);
+  }
+
+  /** A bound series for the hot path (the labels are fixed once here). */
+  hot(labels: Partial<Record<T, string | number>>): HotCounter {
+    const key = labelKey((this as unknown as { labelNames: string[] }).labelNames, labels as Labels);
+    let rec = this.pending.get(key);
+    if (!rec) {
+      rec = { labels: { ...(labels as Labels) }, value: 0 };
+      this.pending.set(key, rec);
+      this.inc(labels as never, 0);
+    }
+    const r = rec;
+    return {
+      inc(value = 1) {
+        if (!(value >= 0) || !Number.isFinite(value)) throw new Error(`It is not possible to decrease a counter (or add ${value})`);
+        r.value += value;
+      },
+    };
+  }
+
+  private fold(): void {
+    for (const rec of this.pending.values()) {
+      if (rec.value === 0) continue;
+      const v = rec.value;
+      rec.value = 0;
+      this.inc(rec.labels as never, v);
+    }
+  }
+
+  override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
+    this.fold();
+    return (await super.get()) as MetricObjectWithValues<MetricValueWithName<T>>;
+  }
+
+  override reset(): void {
+    this.pending?.forEach((rec) => (rec.value = 0));
+    super.reset();
+  }
+}
+
+/** A gauge series moved by ±1 per job, folded in when read. */
+export interface HotGauge {
+  inc(value?: number): void;
+  dec(value?: number): void;
+}
+
+export class FastGauge<T extends string = string> extends Gauge<T> {
+  private readonly pending = new Map<string, { labels: Labels; delta: number }>();
+
+  constructor(config: GaugeConfiguration<T>) {
+    super(config);
+  }
+
+  hot(labels: Partial<Record<T, string | number>>): HotGauge {
+    const key = labelKey((this as unknown as { labelNames: string[] }).labelNames, labels as Labels);
+    let rec = this.pending.get(key);
+    if (!rec) {
+      rec = { labels: { ...(labels as Labels) }, delta: 0 };
+      this.pending.set(key, rec);
+      this.inc(labels as never, 0);
+    }
+    const r = rec;
+    return {
+      inc(value = 1) {
+        r.delta += value;
+      },
+      dec(value = 1) {
+        r.delta -= value;
+      },
+    };
+  }
+
+  private fold(): void {
+    for (const rec of this.pending.values()) {
+      if (rec.delta === 0) continue;
+      const d = rec.delta;
+      rec.delta = 0;
+      this.inc(rec.labels as never, d);
+    }
+  }
+
+  override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
+    this.fold();
+    return (await super.get()) as MetricObjectWithValues<MetricValueWithName<T>>;
+  }
+
+  override reset(): void {
+    this.pending?.forEach((rec) => (rec.delta = 0));
+    super.reset();
+  }
+}
+
+/** A histogram series: one bucket search and three additions per observation. */
+export interface HotHistogram {
+  observe(value: number): void;
+}
+
+interface Series {
+  labels: Labels;
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+/**
+ * A prom-client Histogram whose series keep their bucket counts in a typed array. Every way in
+ * (`observe(labels, v)`, `labels(...).observe(v)`, `hot(labels)`) lands in the same series, and
+ * the exposition is prom-client's: cumulative `_bucket` lines with `le`, `+Inf`, `_sum`, `_count`.
+ */
+export class FastHistogram<T extends string = string> extends Histogram<T> {
+  private series = new Map<string, Series>();
+  private readonly bounds: number[];
+
+  constructor(config: HistogramConfiguration<T>) {
+    super(config);
+    this.bounds = [...((this as unknown as { upperBounds: number[] }).upperBounds ?? config.buckets ?? [])];
+    // prom-client sets `observe` on the instance in its constructor; ours replaces it.
+    const observe = (labelsOrValue: Partial<Record<T, string | number>> | number, value?: number): void => {
+      if (typeof labelsOrValue === 'number') this.record(this.seriesFor({}), labelsOrValue);
+      else this.record(this.seriesFor(labelsOrValue as Labels), value as number);
+    };
+    this.observe = observe as Histogram<T>['observe'];
+  }
+
+  /** prom-client declares these fields only on its JavaScript side. */
+  private get meta(): { name: string; help: string; labelNames: string[]; aggregator: MetricObjectWithValues<MetricValueWithName<T>>['aggregator'] } {
+    return this as unknown as { name: string; help: string; labelNames: string[]; aggregator: MetricObjectWithValues<MetricValueWithName<T>>['aggregator'] };
+  }
+
+  private seriesFor(labels: Labels): Series {
+    const key = labelKey(this.meta.labelNames, labels);
+    let s = this.series.get(key);
+    if (!s) {
+      s = { labels: { ...labels }, counts: new Float64Array(this.bounds.length), sum: 0, count: 0 };
+      this.series.set(key, s);
+    }
+    return s;
+  }
+
+  private record(s: Series, value: number): void {
+    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+    const b = this.bounds;
+    for (let i = 0; i < b.length; i++) {
+      if (value <= b[i]!) {
+        s.counts[i]!++;
+        break;
+      }
+    }
+    s.sum += value;
+    s.count++;
+  }
+
+  hot(labels: Partial<Record<T, string | number>>): HotHistogram {
+    const s = this.seriesFor(labels as Labels);
+    return { observe: (value: number) => this.record(s, value) };
+  }
+
+  override labels(...args: unknown[]): { observe(value: number): void; startTimer(): (labels?: Partial<Record<T, string | number>>) => number } {
+    const labels = labelsOf(this.meta.labelNames, args);
+    const s = this.seriesFor(labels);
+    return {
+      observe: (value: number) => this.record(s, value),
+      startTimer: () => {
+        const start = process.hrtime.bigint();
+        return (more?: Partial<Record<T, string | number>>) => {
+          const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+          this.record(more ? this.seriesFor({ ...labels, ...(more as Labels) }) : s, seconds);
+          return seconds;
+        };
+      },
+    };
+  }
+
+  override zero(labels: Partial<Record<T, string | number>>): void {
+    const s = this.seriesFor(labels as Labels);
+    s.counts.fill(0);
+    s.sum = 0;
+    s.count = 0;
+  }
+
+  override remove(...args: unknown[]): void {
+    this.series.delete(labelKey(this.meta.labelNames, labelsOf(this.meta.labelNames, args)));
+  }
+
+  override reset(): void {
+    // Called by prom-client's constructor before our fields exist.
+    this.series = new Map();
+  }
+
+  override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
+    const collect = (this as unknown as { collect?: () => unknown }).collect;
+    if (collect) await collect.call(this);
+    const values: MetricValueWithName<T>[] = [];
+    for (const s of this.series.values()) {
+      let acc = 0;
+      this.bounds.forEach((le, i) => {
+        acc += s.counts[i]!;
+        values.push({ labels: { le, ...s.labels } as never, value: acc, metricName: `${this.meta.name}_bucket`, exemplar: null } as never);
+      });
+      values.push({ labels: { le: '+Inf', ...s.labels } as never, value: s.count, metricName: `${this.meta.name}_bucket`, exemplar: null } as never);
+      values.push({ labels: { ...s.labels } as never, value: s.sum, metricName: `${this.meta.name}_sum` });
+      values.push({ labels: { ...s.labels } as never, value: s.count, metricName: `${this.meta.name}_count` });
+    }
+    const { name, help, aggregator } = this.meta;
+    return { name, help, type: 'histogram', values, aggregator } as unknown as MetricObjectWithValues<MetricValueWithName<T>>;
+  }
+
+  /** The registry prefers this to get(); same data. */
+  async getForPromString(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
+    return this.get();
+  }
+}

@@ -102,6 +102,19 @@ describe('spine over HTTP with a worker child process', () => {
     expect(failed.completed_at - failed.created_at).toBeLessThan(5_000 * 3);
   });
 
+  it('times out a job whose deadline comes before that of a job already running on the same worker', async () => {
+    // The worker keeps one timer for all in-flight deadlines: a later, shorter job must re-arm it.
+    const long = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'a', max_tokens: 40, timeout_ms: 60_000 });
+    await stack.waitFor(long.body.id, ['active']);
+    const short = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'b', max_tokens: 100, timeout_ms: 300 });
+    const failed = await stack.waitFor(short.body.id, ['failed'], 10_000);
+    expect(failed.error.code).toBe('ERR_JOB_TIMEOUT');
+    expect(failed.completed_at - failed.started_at).toBeGreaterThanOrEqual(250);
+    expect(failed.completed_at - failed.started_at).toBeLessThan(1_500);
+    const done = await stack.waitFor(long.body.id, ['completed'], 20_000);
+    expect(done.result.usage.completion_tokens).toBe(40);
+  });
+
   it('retries a retryable failure and then succeeds', async () => {
     const res = await stack.http('POST', '/v1/jobs', { model: 'scripted', prompt: 'p', metadata: { fail_attempts: 2 } });
     const job = await stack.waitFor(res.body.id, ['completed']);

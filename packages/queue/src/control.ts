@@ -2,8 +2,9 @@ import type { Redis } from 'ioredis';
 import type { JobEvent, Logger } from '@llmq/core';
 import { RecentMap } from './recent.js';
 
-interface Running {
-  abort(reason: string): void;
+export interface Running {
+  /** Cancel requested: abort the job's generation. */
+  cancel(): void;
   /** Called when a client starts watching: publish the state and the text so far. */
   onWatch(): void;
 }
@@ -62,7 +63,7 @@ export class ControlListener {
     const job = this.running.get(id);
     if (job) {
       this.o.logger.info({ jobId: id }, 'cancel requested: aborting job');
-      job.abort('cancelled');
+      job.cancel();
     } else {
       this.recentCancel.set(id, true);
     }

@@ -11,10 +11,12 @@ import {
   type Logger,
   type Sink,
   type UsageRecord,
+  type GenerateInput,
+  type GenerationRequest,
   type JobEvent,
 } from '@llmq/core';
 import type { ModelConfig, ResolvedConfig } from '@llmq/config';
-import type { ControlListener } from './control.js';
+import type { ControlListener, Running } from './control.js';
 import type { EventPublisher } from './events.js';
 import { DLQ_QUEUE, fromBullId, type Keys } from './keys.js';
 import type { Metrics } from './metrics.js';
@@ -83,6 +85,70 @@ class LazyChild implements Logger {
   }
 }
 
+/**
+ * One attempt of a job in this process: its (lazy) abort controller, its deadline and the text
+ * streamed so far; the control channel cancels it or starts watching it. One object per attempt
+ * rather than a handful of closures and a timer each.
+ */
+class Attempt extends LazyAbortController implements Running {
+  watched = false;
+  firstTokenAt: number | undefined;
+  /** Text so far, so a client that starts watching mid-generation can catch up. */
+  text = '';
+  index = 0;
+  readonly deadline: number;
+
+  constructor(
+    private readonly host: ModelWorker,
+    readonly id: string,
+    readonly attempt: number,
+    readonly startedAt: number,
+    readonly timeoutMs: number,
+  ) {
+    super();
+    this.deadline = startedAt + timeoutMs;
+  }
+
+  cancel(): void {
+    this.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request'));
+  }
+
+  timeOut(): void {
+    this.abort(new LlmqError('ERR_JOB_TIMEOUT', `job ran longer than timeout_ms (${this.timeoutMs} ms)`));
+  }
+
+  onWatch(): void {
+    this.watched = true;
+    this.host.publishStatus(this);
+    if (this.text.length > 0) this.host.publish(this.id, { type: 'token', text: this.text, index: this.index++, offset: 0 });
+  }
+
+  readonly onToken = (piece: string): void => {
+    if (this.aborted) return;
+    if (this.firstTokenAt === undefined) this.firstTokenAt = Date.now();
+    if (this.watched) this.host.publish(this.id, { type: 'token', text: piece, index: this.index++, offset: this.text.length });
+    this.text += piece;
+  };
+
+  /** What a backend call gets; the text so far restarts with each call (a fallback starts over). */
+  input(model: string, request: GenerationRequest, logger: Logger): GenerateInput {
+    this.text = '';
+    const run = this;
+    return {
+      jobId: this.id,
+      attempt: this.attempt,
+      model,
+      request,
+      // Made on first use: a backend that answers without waiting never pays for a signal.
+      get signal() {
+        return run.signal;
+      },
+      logger,
+      onToken: this.onToken,
+    };
+  }
+}
+
 /** Puts a code on errors that have none, so the failure reason always carries one. */
 function coded(err: Error): string {
   return errorCode(err) ? err.message : `ERR_BACKEND_FAILED: ${err.message}`;
@@ -97,27 +163,30 @@ export class ModelWorker {
   private worker: Worker<JobData, JobResult>;
   readonly queue: Queue;
   private readonly dlq: Queue;
-  private readonly inflight = new Map<string, LazyAbortController>();
+  private readonly inflight = new Map<string, Attempt>();
+  /** One timer for all in-flight deadlines, armed for the earliest. */
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private deadlineAt = Infinity;
   private readonly dlqAdded = new Set<string>();
   private lastProgressAt = Date.now();
   private watchdog: NodeJS.Timeout | undefined;
   private closing = false;
   private readonly log: Logger;
   private readonly limiter: RateLimiter | undefined;
-  /** Metrics bound to this model's label once, not per job. */
+  /** Metrics bound to this model's label once; their per-job updates are plain additions. */
   private readonly m;
 
   constructor(private readonly o: ModelWorkerOptions) {
     this.log = o.logger.child({ model: o.model.name });
     const labels = { model: o.model.name };
     this.m = {
-      active: o.metrics.active.labels(labels),
-      wait: o.metrics.waitSeconds.labels(labels),
-      processing: o.metrics.processingSeconds.labels(labels),
-      ttft: o.metrics.ttftSeconds.labels(labels),
-      tokensIn: o.metrics.tokensIn.labels(labels),
-      tokensOut: o.metrics.tokensOut.labels(labels),
-      completed: o.metrics.completed.labels(labels),
+      active: o.metrics.active.hot(labels),
+      wait: o.metrics.waitSeconds.hot(labels),
+      processing: o.metrics.processingSeconds.hot(labels),
+      ttft: o.metrics.ttftSeconds.hot(labels),
+      tokensIn: o.metrics.tokensIn.hot(labels),
+      tokensOut: o.metrics.tokensOut.hot(labels),
+      completed: o.metrics.completed.hot(labels),
     };
     this.queue = new Queue(o.model.name, { connection: o.connection, prefix: o.config.redis.prefix });
     this.dlq = new Queue(DLQ_QUEUE, { connection: o.connection, prefix: o.config.redis.prefix });
@@ -168,39 +237,26 @@ export class ModelWorker {
   }
 
   private async process(job: Job<JobData, JobResult>, token: string | undefined): Promise<JobResult> {
-    const { model, backend, publisher, metrics, control } = this.o;
+    const { model, backend, metrics, control } = this.o;
     const id = fromBullId(job.id ?? '');
     const data = job.data;
-    const attempt = job.attemptsMade + 1;
-    const ctrl = new LazyAbortController();
     const startedAt = Date.now();
-    this.lastProgressAt = startedAt;
-    this.inflight.set(id, ctrl);
-    // Text so far, so a client that starts watching mid-generation can catch up.
-    let text = '';
-    let index = 0;
-    let watched = false;
-    const status = (): JobEvent => ({ type: 'status', status: 'active', attempt, worker: this.o.workerId, at: startedAt });
-    const tracked = control.track(id, {
-      abort: () => ctrl.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request')),
-      onWatch: () => {
-        watched = true;
-        publisher.publish(id, status());
-        if (text.length > 0) publisher.publish(id, { type: 'token', text, index: index++, offset: 0 });
-      },
-    });
-    watched = tracked.watched;
-    if (tracked.cancelled) ctrl.abort(new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request'));
     const timeoutMs = data.request.timeout_ms ?? model.timeout_ms;
-    const timer = setTimeout(() => ctrl.abort(new LlmqError('ERR_JOB_TIMEOUT', `job ran longer than timeout_ms (${timeoutMs} ms)`)), timeoutMs);
+    const run = new Attempt(this, id, job.attemptsMade + 1, startedAt, timeoutMs);
+    this.lastProgressAt = startedAt;
+    this.inflight.set(id, run);
+    this.armDeadline(run.deadline);
+    const tracked = control.track(id, run);
+    run.watched = tracked.watched;
+    if (tracked.cancelled) run.cancel();
     if (job.attemptsMade === 0) this.m.wait.observe(Math.max(0, startedAt - job.timestamp) / 1000);
     this.m.active.inc();
-    if (watched) publisher.publish(id, status());
-    const log = new LazyChild(this.log, { jobId: id, attempt });
+    if (run.watched) this.publishStatus(run);
+    const log = new LazyChild(this.log, { jobId: id, attempt: run.attempt });
     try {
       let result = data.result;
       if (!result) {
-        if (ctrl.aborted) throw ctrl.reason;
+        if (run.aborted) throw run.reason;
         let reservation: { window: number; estimate: number } | undefined;
         if (this.limiter) {
           const estimate = estimateTokens(data.request);
@@ -213,37 +269,17 @@ export class ModelWorker {
           }
           reservation = { window, estimate };
         }
-        let firstTokenAt: number | undefined;
-        const run = (b: Backend, name: string) => {
-          text = '';
-          return b.generate({
-            jobId: id,
-            attempt,
-            model: name,
-            request: data.request,
-            // Made on first use: a backend that answers without waiting never pays for a signal.
-            get signal() {
-              return ctrl.signal;
-            },
-            logger: log,
-            onToken: (piece) => {
-              if (ctrl.aborted) return;
-              if (firstTokenAt === undefined) firstTokenAt = Date.now();
-              if (watched) publisher.publish(id, { type: 'token', text: piece, index: index++, offset: text.length });
-              text += piece;
-            },
-          });
-        };
+        const call = (b: Backend, name: string) => b.generate(run.input(name, data.request, log));
         let servedBy = model.name;
         let out: Awaited<ReturnType<Backend['generate']>>;
         try {
-          out = await run(backend, model.name);
+          out = await call(backend, model.name);
         } catch (err) {
-          const fallback = await this.fallback(err, ctrl, attempt, job, run, log);
+          const fallback = await this.fallback(err, run, run.attempt, job, call, log);
           if (!fallback) throw err;
           ({ out, servedBy } = fallback);
         }
-        if (ctrl.aborted) throw ctrl.reason;
+        if (run.aborted) throw run.reason;
         const completedAt = Date.now();
         result = {
           text: out.text,
@@ -255,12 +291,12 @@ export class ModelWorker {
           },
           model: servedBy,
           started_at: startedAt,
-          first_token_at: firstTokenAt,
+          first_token_at: run.firstTokenAt,
           completed_at: completedAt,
           worker: this.o.workerId,
         };
         this.m.processing.observe((completedAt - startedAt) / 1000);
-        if (firstTokenAt !== undefined) this.m.ttft.observe((firstTokenAt - startedAt) / 1000);
+        if (run.firstTokenAt !== undefined) this.m.ttft.observe((run.firstTokenAt - startedAt) / 1000);
         if (reservation && this.limiter) {
           await this.limiter.correct(reservation.window, reservation.estimate, result.usage.total_tokens).catch((err: unknown) => log.debug({ err }, 'rate-limit correction failed'));
         }
@@ -268,17 +304,47 @@ export class ModelWorker {
         this.m.tokensOut.inc(result.usage.completion_tokens);
       }
       const sinks = this.o.sinks && this.o.sinks.length > 0 ? this.sinksFor(data) : [];
-      if (sinks.length > 0) await this.writeSinks(job, result, sinks, ctrl.signal, log);
+      if (sinks.length > 0) await this.writeSinks(job, result, sinks, run.signal, log);
       return result;
     } catch (err) {
-      throw await this.failure(job, token, err, ctrl, attempt, log);
+      throw await this.failure(job, token, err, run, run.attempt, log);
     } finally {
-      clearTimeout(timer);
       control.untrack(id);
       this.inflight.delete(id);
       this.m.active.dec();
       this.lastProgressAt = Date.now();
     }
+  }
+
+  /** @internal For {@link Attempt}. */
+  publish(id: string, event: JobEvent): void {
+    this.o.publisher.publish(id, event);
+  }
+
+  /** @internal For {@link Attempt}. */
+  publishStatus(run: Attempt): void {
+    this.o.publisher.publish(run.id, { type: 'status', status: 'active', attempt: run.attempt, worker: this.o.workerId, at: run.startedAt });
+  }
+
+  private armDeadline(at: number): void {
+    if (at >= this.deadlineAt) return;
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineAt = at;
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, at - Date.now()));
+  }
+
+  /** Times out the attempts past their deadline and re-arms for the next one. */
+  private expire(): void {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const run of this.inflight.values()) {
+      if (run.aborted) continue;
+      if (run.deadline <= now) run.timeOut();
+      else if (run.deadline < next) next = run.deadline;
+    }
+    if (next < Infinity) this.armDeadline(next);
   }
 
   /** Result first, then each sink once: a failed write retries only the writes still missing. */
@@ -489,7 +555,10 @@ export class ModelWorker {
     if (this.closing) return;
     this.closing = true;
     if (this.watchdog) clearInterval(this.watchdog);
-    const closed = this.worker.close();
+    const closed = this.worker.close().finally(() => {
+      clearTimeout(this.deadlineTimer);
+      this.deadlineAt = -Infinity;
+    });
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<'expired'>((resolve) => {
       timer = setTimeout(() => resolve('expired'), graceMs);

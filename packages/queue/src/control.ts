@@ -90,8 +90,10 @@ export class ControlListener {
   /** Registers a job starting here. */
   track(id: string, job: Running): { cancelled: boolean; watched: boolean } {
     this.running.set(id, job);
-    if (this.recentWatch.delete(id)) this.watched.add(id);
-    return { cancelled: this.recentCancel.delete(id), watched: this.watched.has(id) };
+    // Size checks first: the remembered maps are nearly always empty, and this runs per job.
+    if (this.recentWatch.size > 0 && this.recentWatch.delete(id)) this.watched.add(id);
+    const cancelled = this.recentCancel.size > 0 && this.recentCancel.delete(id);
+    return { cancelled, watched: this.watched.size > 0 && this.watched.has(id) };
   }
 
   untrack(id: string): void {
@@ -107,9 +109,9 @@ export class ControlListener {
    * watchers; a retry keeps the watch (another process re-learns it from the client's re-announce).
    */
   end(id: string, event: JobEvent, final: boolean): void {
-    const watched = this.watched.has(id);
+    const watched = this.watched.size > 0 && this.watched.has(id);
     if (final) {
-      this.watched.delete(id);
+      if (watched) this.watched.delete(id);
       const status = event.type === 'completed' ? 'completed' : event.type === 'cancelled' ? 'cancelled' : 'failed';
       this.finished.set(id, { at: Date.now(), status });
     }

@@ -39,21 +39,70 @@ function hasRedisServer(): boolean {
   return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+/** Whether nothing listens on the port now (it can still be taken right after). */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A port for a test server: random, below Linux's ephemeral range (32768–60999), so the kernel
+ * never hands it to another process's outgoing connection or `listen(0)` while the server is
+ * down for a restart; only another test picking the same number can collide, and that is caught
+ * by {@link waitForOwnServer}.
+ */
+async function serverPort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await canListen(port)) return port;
+  }
+  return freePort();
+}
+
+/** One request on a fresh connection; the raw reply text, or undefined on error. */
+function ask(port: number, command: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ port, host: '127.0.0.1' });
+    let reply = '';
+    socket.once('connect', () => socket.write(command));
+    socket.on('data', (data) => {
+      reply += data.toString();
+      // PING answers one line; INFO a bulk string ($len + body): read until the body is in.
+      const bulk = /^\$(\d+)\r\n/.exec(reply);
+      if (!bulk || Buffer.byteLength(reply) >= bulk[0].length + Number(bulk[1]) + 2) {
+        socket.destroy();
+        resolve(reply);
+      }
+    });
+    socket.once('error', () => resolve(undefined));
+  });
+}
+
+class PortTakenError extends Error {}
+
+/**
+ * Waits until the redis-server we spawned answers on the port. A server that cannot bind exits at
+ * once; another test's server answering on the same port is told apart by its process id. Either
+ * way the caller learns the port is taken, rather than two suites silently sharing one server
+ * (and one suite's restart or freeze stalling the other's).
+ */
+async function waitForOwnServer(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = createConnection({ port, host: '127.0.0.1' });
-      socket.once('connect', () => {
-        socket.write('PING\r\n');
-      });
-      socket.once('data', (data) => {
-        socket.destroy();
-        resolve(data.toString().startsWith('+PONG'));
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (ok) return;
+    if (child.exitCode !== null || child.signalCode !== null) throw new PortTakenError(`redis-server could not start on port ${port} (exit ${child.exitCode ?? child.signalCode})`);
+    if ((await ask(port, 'PING\r\n'))?.startsWith('+PONG')) {
+      const info = await ask(port, 'INFO server\r\n');
+      const pid = info === undefined ? undefined : Number(/process_id:(\d+)/.exec(info)?.[1]);
+      if (pid === child.pid) return;
+      if (pid !== undefined && !Number.isNaN(pid)) {
+        // Ours is exiting (bind failed) or about to: either way, this port belongs to someone else.
+        throw new PortTakenError(`port ${port} is served by another redis-server (pid ${pid})`);
+      }
+    }
     if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -62,6 +111,8 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
 export interface StartRedisOptions {
   /** Turn AOF on (appendfsync always) so data survives restart(). */
   persistent?: boolean;
+  /** This port rather than a random free one (start fails if another server holds it). */
+  port?: number;
 }
 
 /**
@@ -89,17 +140,24 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
       stop: async () => {},
     };
   }
-  const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'llmq-redis-'));
   let child: ChildProcess | undefined;
-  const args = [
+  let port = 0;
+  const args = () => [
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir,
     '--appendonly', options.persistent ? 'yes' : 'no', '--appendfsync', 'always',
     '--maxmemory-policy', 'noeviction', '--loglevel', 'warning',
   ];
   const start = async () => {
-    child = spawn('redis-server', args, { stdio: 'ignore' });
-    await waitForPort(port, 10_000);
+    const c = spawn('redis-server', args(), { stdio: 'ignore' });
+    child = c;
+    try {
+      await waitForOwnServer(port, c, 10_000);
+    } catch (err) {
+      c.kill('SIGKILL');
+      child = undefined;
+      throw err;
+    }
   };
   const kill = async () => {
     const c = child;
@@ -110,7 +168,19 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
     c.kill('SIGKILL');
     await exited;
   };
-  await start();
+  // A port another test took between our check and our bind: try another.
+  for (let attempt = 1; ; attempt++) {
+    port = options.port ?? (await serverPort());
+    try {
+      await start();
+      break;
+    } catch (err) {
+      if (!(err instanceof PortTakenError) || options.port !== undefined || attempt >= 5) {
+        rmSync(dir, { recursive: true, force: true });
+        throw err;
+      }
+    }
+  }
   return {
     url: `redis://127.0.0.1:${port}`,
     port,

@@ -36,8 +36,11 @@ export class EventPublisher {
     }
     this.lastEntry.set(jobId, this.batch.length);
     this.batch.push({ channel: this.keys.events(jobId), jobId, event });
-    if (event.type !== 'token' && this.timer) {
-      // Status and final events go out at once (with the tokens before them, in order).
+    // Status and final events go out at once (with the tokens before them, in order), and so does
+    // a job's first text (offset 0: its first token, or the catch-up text for a late watcher):
+    // time to first token is what a streaming client waits on.
+    const urgent = event.type !== 'token' || event.offset === 0;
+    if (urgent && this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
       this.scheduled = false;
@@ -45,7 +48,7 @@ export class EventPublisher {
     if (!this.scheduled) {
       this.scheduled = true;
       const since = Date.now() - this.lastFlush;
-      if (event.type === 'token' && since < TOKEN_FLUSH_MS) {
+      if (!urgent && since < TOKEN_FLUSH_MS) {
         // Fast decoders: coalesce tokens for a few ms rather than one PUBLISH per token.
         this.timer = setTimeout(() => {
           this.timer = undefined;

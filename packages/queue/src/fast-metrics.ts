@@ -30,13 +30,49 @@ function labelsOf(labelNames: readonly string[], args: unknown[]): Labels {
   return out;
 }
 
+/**
+ * Per label set, an amount added on the hot path and not yet handed to prom-client. Both fast
+ * metrics below fold it in through prom-client's own `inc` when the registry reads them.
+ */
+class Pending {
+  private readonly records = new Map<string, { labels: Labels; amount: number }>();
+
+  /** The record for these labels; `created` runs once, when the label set is new. */
+  bind(labelNames: readonly string[], labels: Labels, created: () => void): { amount: number } {
+    const key = labelKey(labelNames, labels);
+    let rec = this.records.get(key);
+    if (!rec) {
+      rec = { labels: { ...labels }, amount: 0 };
+      this.records.set(key, rec);
+      created();
+    }
+    return rec;
+  }
+
+  /** Hands every non-zero amount to `apply` and zeroes it. */
+  fold(apply: (labels: Labels, amount: number) => void): void {
+    for (const rec of this.records.values()) {
+      if (rec.amount === 0) continue;
+      const amount = rec.amount;
+      rec.amount = 0;
+      apply(rec.labels, amount);
+    }
+  }
+
+  clear(): void {
+    for (const rec of this.records.values()) rec.amount = 0;
+  }
+}
+
+const labelNamesOf = (metric: unknown): string[] => (metric as { labelNames: string[] }).labelNames;
+
 /** A counter series whose increments are summed locally and folded in when the metric is read. */
 export interface HotCounter {
   inc(value?: number): void;
 }
 
 export class FastCounter<T extends string = string> extends Counter<T> {
-  private readonly pending = new Map<string, { labels: Labels; value: number }>();
+  private readonly pending = new Pending();
 
   constructor(config: CounterConfiguration<T>) {
     super(config);
@@ -44,38 +80,24 @@ export class FastCounter<T extends string = string> extends Counter<T> {
 
   /** A bound series for the hot path (the labels are fixed once here). */
   hot(labels: Partial<Record<T, string | number>>): HotCounter {
-    const key = labelKey((this as unknown as { labelNames: string[] }).labelNames, labels as Labels);
-    let rec = this.pending.get(key);
-    if (!rec) {
-      rec = { labels: { ...(labels as Labels) }, value: 0 };
-      this.pending.set(key, rec);
-      this.inc(labels as never, 0);
-    }
-    const r = rec;
+    // Exported at 0 from the start, as prom-client's labels().inc(0) would.
+    const rec = this.pending.bind(labelNamesOf(this), labels as Labels, () => this.inc(labels as never, 0));
     return {
       inc(value = 1) {
         if (!(value >= 0) || !Number.isFinite(value)) throw new Error(`It is not possible to decrease a counter (or add ${value})`);
-        r.value += value;
+        rec.amount += value;
       },
     };
   }
 
-  private fold(): void {
-    for (const rec of this.pending.values()) {
-      if (rec.value === 0) continue;
-      const v = rec.value;
-      rec.value = 0;
-      this.inc(rec.labels as never, v);
-    }
-  }
-
   override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
-    this.fold();
+    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
     return (await super.get()) as MetricObjectWithValues<MetricValueWithName<T>>;
   }
 
   override reset(): void {
-    this.pending?.forEach((rec) => (rec.value = 0));
+    // Also called by prom-client's constructor, before our fields exist.
+    this.pending?.clear();
     super.reset();
   }
 }
@@ -87,47 +109,31 @@ export interface HotGauge {
 }
 
 export class FastGauge<T extends string = string> extends Gauge<T> {
-  private readonly pending = new Map<string, { labels: Labels; delta: number }>();
+  private readonly pending = new Pending();
 
   constructor(config: GaugeConfiguration<T>) {
     super(config);
   }
 
   hot(labels: Partial<Record<T, string | number>>): HotGauge {
-    const key = labelKey((this as unknown as { labelNames: string[] }).labelNames, labels as Labels);
-    let rec = this.pending.get(key);
-    if (!rec) {
-      rec = { labels: { ...(labels as Labels) }, delta: 0 };
-      this.pending.set(key, rec);
-      this.inc(labels as never, 0);
-    }
-    const r = rec;
+    const rec = this.pending.bind(labelNamesOf(this), labels as Labels, () => this.inc(labels as never, 0));
     return {
       inc(value = 1) {
-        r.delta += value;
+        rec.amount += value;
       },
       dec(value = 1) {
-        r.delta -= value;
+        rec.amount -= value;
       },
     };
   }
 
-  private fold(): void {
-    for (const rec of this.pending.values()) {
-      if (rec.delta === 0) continue;
-      const d = rec.delta;
-      rec.delta = 0;
-      this.inc(rec.labels as never, d);
-    }
-  }
-
   override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
-    this.fold();
+    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
     return (await super.get()) as MetricObjectWithValues<MetricValueWithName<T>>;
   }
 
   override reset(): void {
-    this.pending?.forEach((rec) => (rec.delta = 0));
+    this.pending?.clear();
     super.reset();
   }
 }
@@ -170,7 +176,7 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
   }
 
   private seriesFor(labels: Labels): Series {
-    const key = labelKey(this.meta.labelNames, labels);
+    const key = labelKey(labelNamesOf(this), labels);
     let s = this.series.get(key);
     if (!s) {
       s = { labels: { ...labels }, counts: new Float64Array(this.bounds.length), sum: 0, count: 0 };
@@ -198,7 +204,7 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
   }
 
   override labels(...args: unknown[]): { observe(value: number): void; startTimer(): (labels?: Partial<Record<T, string | number>>) => number } {
-    const labels = labelsOf(this.meta.labelNames, args);
+    const labels = labelsOf(labelNamesOf(this), args);
     const s = this.seriesFor(labels);
     return {
       observe: (value: number) => this.record(s, value),
@@ -221,7 +227,7 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
   }
 
   override remove(...args: unknown[]): void {
-    this.series.delete(labelKey(this.meta.labelNames, labelsOf(this.meta.labelNames, args)));
+    this.series.delete(labelKey(labelNamesOf(this), labelsOf(labelNamesOf(this), args)));
   }
 
   override reset(): void {

@@ -52,7 +52,34 @@ export class ControlListener {
       if (channel === o.cancelChannel) this.onCancel(id);
       else if (channel === o.watchChannel) this.onWatch(id);
     });
-    this.ready = subscriber.subscribe(o.cancelChannel, o.watchChannel).catch((err: unknown) => o.logger.warn({ err }, 'control channel subscribe failed'));
+    this.ready = this.subscribe(subscriber);
+  }
+
+  /**
+   * Subscribes to the control channels. Without them this process would run jobs it can neither
+   * cancel nor stream, so a failed attempt is retried (with backoff) until it works; start-up
+   * waits for the first attempt only.
+   */
+  private subscribe(subscriber: Redis): Promise<void> {
+    let first: (() => void) | undefined;
+    const firstDone = new Promise<void>((resolve) => (first = resolve));
+    void (async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await subscriber.subscribe(this.o.cancelChannel, this.o.watchChannel);
+          if (attempt > 1) this.o.logger.info({ attempt }, 'control channels subscribed');
+          first?.();
+          return;
+        } catch (err) {
+          this.o.logger.error({ err, attempt }, 'control channel subscribe failed: cancel and live events do not reach this worker until it succeeds; retrying');
+          first?.();
+          first = undefined;
+          if (subscriber.status === 'end') return;
+          await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** attempt)).unref());
+        }
+      }
+    })();
+    return firstDone;
   }
 
   whenReady(): Promise<unknown> {

@@ -1,0 +1,54 @@
+import { EventEmitter } from 'node:events';
+import type { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import type { Logger } from '@llmq/core';
+import { ControlListener } from './control.js';
+
+/** A subscriber whose first `failures` SUBSCRIBE calls are refused. */
+function flakySubscriber(failures: number) {
+  const em = new EventEmitter() as EventEmitter & { subscribe: (...c: string[]) => Promise<number>; status: string; calls: number };
+  em.status = 'ready';
+  em.calls = 0;
+  em.subscribe = async () => {
+    em.calls++;
+    if (em.calls <= failures) throw new Error('Connection is closed.');
+    return 2;
+  };
+  return em;
+}
+
+function recordingLogger() {
+  const lines: { level: string; msg: string | undefined }[] = [];
+  const log = (level: string) => (_o: object | string, msg?: string) => void lines.push({ level, msg });
+  const logger: Logger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error'), child: () => logger };
+  return { logger, lines };
+}
+
+describe('ControlListener', () => {
+  it('keeps trying to subscribe to the control channels, and cancels once it has', async () => {
+    const sub = flakySubscriber(2);
+    const { logger, lines } = recordingLogger();
+    const control = new ControlListener(sub as unknown as Redis, { cancelChannel: 'c', watchChannel: 'w', publish: () => undefined, logger });
+    await control.whenReady(); // the first attempt, failed: start-up does not wait for the retries
+    expect(lines.filter((l) => l.level === 'error')).toHaveLength(1);
+    const deadline = Date.now() + 3_000;
+    while (sub.calls < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(sub.calls).toBe(3);
+    expect(lines.some((l) => l.level === 'info' && l.msg === 'control channels subscribed')).toBe(true);
+    let cancelled = 0;
+    control.track('job_1', { cancel: () => void cancelled++, onWatch: () => undefined });
+    sub.emit('message', 'c', 'job_1');
+    expect(cancelled).toBe(1);
+  });
+
+  it('remembers a watch for a job that starts after it, and a cancel likewise', () => {
+    const sub = flakySubscriber(0);
+    const { logger } = recordingLogger();
+    const control = new ControlListener(sub as unknown as Redis, { cancelChannel: 'c', watchChannel: 'w', publish: () => undefined, logger });
+    sub.emit('message', 'w', 'job_2');
+    sub.emit('message', 'c', 'job_3');
+    expect(control.track('job_2', { cancel: () => undefined, onWatch: () => undefined })).toEqual({ cancelled: false, watched: true });
+    expect(control.track('job_3', { cancel: () => undefined, onWatch: () => undefined })).toEqual({ cancelled: true, watched: false });
+    expect(control.track('job_4', { cancel: () => undefined, onWatch: () => undefined })).toEqual({ cancelled: false, watched: false });
+  });
+});

@@ -62,4 +62,67 @@ describe('fast metrics expose exactly what prom-client would', () => {
     }
     expect(() => hc.inc(-1)).toThrow(/decrease/);
   });
+
+  it('histogram: reset, remove, zero, partial labels, no labels and bad values behave as prom-client', async () => {
+    const ref = new Registry();
+    const fast = new Registry();
+    const a = new Histogram({ name: 'h2_seconds', help: 'h', labelNames: ['model', 'kind'], buckets: BUCKETS, registers: [ref] });
+    const b = new FastHistogram({ name: 'h2_seconds', help: 'h', labelNames: ['model', 'kind'], buckets: BUCKETS, registers: [fast] });
+    const a0 = new Histogram({ name: 'plain_seconds', help: 'p', buckets: BUCKETS, registers: [ref] });
+    const b0 = new FastHistogram({ name: 'plain_seconds', help: 'p', buckets: BUCKETS, registers: [fast] });
+    const same = async () => expect(await fast.metrics()).toBe(await ref.metrics());
+    await same(); // the label-less histogram is exported at zero from the start
+    const hot = b.hot({ model: 'x', kind: 'k' });
+    hot.observe(0.5);
+    a.observe({ model: 'x', kind: 'k' }, 0.5);
+    a.observe({ model: 'y' }, 0.02); // partial labels
+    b.observe({ model: 'y' }, 0.02);
+    a0.observe(3);
+    b0.observe(3);
+    await same();
+    expect(() => b.observe({ model: 'z', kind: 'k' }, Number.NaN)).toThrow(/valid number/);
+    expect(() => a.observe({ model: 'z', kind: 'k' }, Number.NaN)).toThrow(/valid number/);
+    await same(); // no empty series left behind by the bad value
+    ref.resetMetrics();
+    fast.resetMetrics();
+    await same();
+    hot.observe(0.007); // a bound series keeps working after a reset
+    a.observe({ model: 'x', kind: 'k' }, 0.007);
+    await same();
+    a.remove({ model: 'x', kind: 'k' });
+    b.remove({ model: 'x', kind: 'k' });
+    await same();
+    hot.observe(2);
+    a.observe({ model: 'x', kind: 'k' }, 2);
+    a.zero({ model: 'q', kind: 'k' });
+    b.zero({ model: 'q', kind: 'k' });
+    await same();
+  });
+
+  it('counter and gauge: remove and set see the amounts added on the hot path before them', async () => {
+    const ref = new Registry();
+    const fast = new Registry();
+    const c1 = new Counter({ name: 'c2_total', help: 'c', labelNames: ['model'], registers: [ref] });
+    const c2 = new FastCounter({ name: 'c2_total', help: 'c', labelNames: ['model'], registers: [fast] });
+    const g1 = new Gauge({ name: 'g2', help: 'g', labelNames: ['model'], registers: [ref] });
+    const g2 = new FastGauge({ name: 'g2', help: 'g', labelNames: ['model'], registers: [fast] });
+    const hc = c2.hot({ model: 'a' });
+    const hg = g2.hot({ model: 'a' });
+    c1.inc({ model: 'a' }, 0);
+    g1.set({ model: 'a' }, 0);
+    hc.inc(5);
+    c1.inc({ model: 'a' }, 5);
+    c1.remove({ model: 'a' });
+    c2.remove({ model: 'a' });
+    hg.inc();
+    g1.inc({ model: 'a' });
+    g1.set({ model: 'a' }, 7);
+    g2.set({ model: 'a' }, 7);
+    expect(await fast.metrics()).toBe(await ref.metrics());
+    hg.dec(2);
+    g1.dec({ model: 'a' }, 2);
+    hc.inc(1);
+    c1.inc({ model: 'a' }, 1);
+    expect(await fast.metrics()).toBe(await ref.metrics());
+  });
 });

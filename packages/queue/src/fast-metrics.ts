@@ -10,12 +10,12 @@ import { Counter, Gauge, Histogram, type CounterConfiguration, type GaugeConfigu
 
 type Labels = Record<string, string | number>;
 
+/** One key per label set; a label left out (prom-client allows that) is its own value. */
 function labelKey(labelNames: readonly string[], labels: Labels): string {
   let key = '';
   for (const name of labelNames) {
     const v = labels[name];
-    if (v === undefined) throw new Error(`missing label "${name}"`);
-    key += `${String(v)}\u0000`;
+    key += v === undefined ? '\u0001' : `${String(v)}\u0000`;
   }
   for (const name of Object.keys(labels)) if (!labelNames.includes(name)) throw new Error(`unknown label "${name}"`);
   return key;
@@ -66,6 +66,10 @@ class Pending {
 
 const labelNamesOf = (metric: unknown): string[] => (metric as { labelNames: string[] }).labelNames;
 
+function checkValue(value: number): void {
+  if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+}
+
 /** A counter series whose increments are summed locally and folded in when the metric is read. */
 export interface HotCounter {
   inc(value?: number): void;
@@ -93,6 +97,11 @@ export class FastCounter<T extends string = string> extends Counter<T> {
   override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
     this.pending.fold((labels, amount) => this.inc(labels as never, amount));
     return (await super.get()) as MetricObjectWithValues<MetricValueWithName<T>>;
+  }
+
+  override remove(...args: unknown[]): void {
+    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    (super.remove as (...a: unknown[]) => void)(...args);
   }
 
   override reset(): void {
@@ -132,6 +141,22 @@ export class FastGauge<T extends string = string> extends Gauge<T> {
     return (await super.get()) as MetricObjectWithValues<MetricValueWithName<T>>;
   }
 
+  // Order-sensitive updates see the amounts added so far.
+  override set(...args: unknown[]): void {
+    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    (super.set as (...a: unknown[]) => void)(...args);
+  }
+
+  override setToCurrentTime(...args: unknown[]): void {
+    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    (super.setToCurrentTime as (...a: unknown[]) => void)(...args);
+  }
+
+  override remove(...args: unknown[]): void {
+    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    (super.remove as (...a: unknown[]) => void)(...args);
+  }
+
   override reset(): void {
     this.pending?.clear();
     super.reset();
@@ -144,6 +169,8 @@ export interface HotHistogram {
 }
 
 interface Series {
+  /** Exported: observed (or zeroed) since it was made, reset or removed, as prom-client would. */
+  live: boolean;
   labels: Labels;
   counts: Float64Array;
   sum: number;
@@ -164,10 +191,13 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
     this.bounds = [...((this as unknown as { upperBounds: number[] }).upperBounds ?? config.buckets ?? [])];
     // prom-client sets `observe` on the instance in its constructor; ours replaces it.
     const observe = (labelsOrValue: Partial<Record<T, string | number>> | number, value?: number): void => {
-      if (typeof labelsOrValue === 'number') this.record(this.seriesFor({}), labelsOrValue);
-      else this.record(this.seriesFor(labelsOrValue as Labels), value as number);
+      const v = typeof labelsOrValue === 'number' ? labelsOrValue : (value as number);
+      checkValue(v);
+      this.record(this.seriesFor(typeof labelsOrValue === 'number' ? {} : (labelsOrValue as Labels)), v);
     };
     this.observe = observe as Histogram<T>['observe'];
+    // Like prom-client: a histogram without labels is exported (at zero) from the start.
+    if (labelNamesOf(this).length === 0) this.seriesFor({}).live = true;
   }
 
   /** prom-client declares these fields only on its JavaScript side. */
@@ -179,14 +209,15 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
     const key = labelKey(labelNamesOf(this), labels);
     let s = this.series.get(key);
     if (!s) {
-      s = { labels: { ...labels }, counts: new Float64Array(this.bounds.length), sum: 0, count: 0 };
+      s = { live: false, labels: { ...labels }, counts: new Float64Array(this.bounds.length), sum: 0, count: 0 };
       this.series.set(key, s);
     }
     return s;
   }
 
   private record(s: Series, value: number): void {
-    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+    checkValue(value);
+    s.live = true;
     const b = this.bounds;
     for (let i = 0; i < b.length; i++) {
       if (value <= b[i]!) {
@@ -219,20 +250,34 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
     };
   }
 
-  override zero(labels: Partial<Record<T, string | number>>): void {
-    const s = this.seriesFor(labels as Labels);
+  private static clear(s: Series): void {
     s.counts.fill(0);
     s.sum = 0;
     s.count = 0;
   }
 
+  override zero(labels: Partial<Record<T, string | number>>): void {
+    const s = this.seriesFor(labels as Labels);
+    FastHistogram.clear(s);
+    s.live = true;
+  }
+
+  // Series stay in the map (bound ones keep working), zeroed and unexported until observed again.
   override remove(...args: unknown[]): void {
-    this.series.delete(labelKey(labelNamesOf(this), labelsOf(labelNamesOf(this), args)));
+    const s = this.series.get(labelKey(labelNamesOf(this), labelsOf(labelNamesOf(this), args)));
+    if (s) {
+      FastHistogram.clear(s);
+      s.live = false;
+    }
   }
 
   override reset(): void {
-    // Called by prom-client's constructor before our fields exist.
-    this.series = new Map();
+    // Also called by prom-client's constructor, before our fields exist.
+    if (!this.series) return;
+    for (const s of this.series.values()) {
+      FastHistogram.clear(s);
+      s.live = false;
+    }
   }
 
   override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
@@ -240,6 +285,7 @@ export class FastHistogram<T extends string = string> extends Histogram<T> {
     if (collect) await collect.call(this);
     const values: MetricValueWithName<T>[] = [];
     for (const s of this.series.values()) {
+      if (!s.live) continue;
       let acc = 0;
       this.bounds.forEach((le, i) => {
         acc += s.counts[i]!;

@@ -106,7 +106,8 @@ class Attempt extends LazyAbortController implements Running {
     readonly timeoutMs: number,
   ) {
     super();
-    this.deadline = startedAt + timeoutMs;
+    // Monotonic, like the setTimeout it replaces: a step of the wall clock moves no deadline.
+    this.deadline = performance.now() + timeoutMs;
   }
 
   cancel(): void {
@@ -163,7 +164,11 @@ export class ModelWorker {
   private worker: Worker<JobData, JobResult>;
   readonly queue: Queue;
   private readonly dlq: Queue;
-  private readonly inflight = new Map<string, Attempt>();
+  /**
+   * Attempts running here. A set, not a map by job id: BullMQ can hand a job whose lock was lost
+   * back to this same worker while the first attempt still runs, and both need their deadline.
+   */
+  private readonly inflight = new Set<Attempt>();
   /** One timer for all in-flight deadlines, armed for the earliest. */
   private deadlineTimer: NodeJS.Timeout | undefined;
   private deadlineAt = Infinity;
@@ -244,7 +249,7 @@ export class ModelWorker {
     const timeoutMs = data.request.timeout_ms ?? model.timeout_ms;
     const run = new Attempt(this, id, job.attemptsMade + 1, startedAt, timeoutMs);
     this.lastProgressAt = startedAt;
-    this.inflight.set(id, run);
+    this.inflight.add(run);
     this.armDeadline(run.deadline);
     const tracked = control.track(id, run);
     run.watched = tracked.watched;
@@ -310,7 +315,13 @@ export class ModelWorker {
       throw await this.failure(job, token, err, run, run.attempt, log);
     } finally {
       control.untrack(id);
-      this.inflight.delete(id);
+      this.inflight.delete(run);
+      if (this.inflight.size === 0 && this.deadlineTimer) {
+        // Idle: no timer holds the process for a deadline nobody has any more.
+        clearTimeout(this.deadlineTimer);
+        this.deadlineTimer = undefined;
+        if (this.deadlineAt !== -Infinity) this.deadlineAt = Infinity;
+      }
       this.m.active.dec();
       this.lastProgressAt = Date.now();
     }
@@ -330,16 +341,18 @@ export class ModelWorker {
     if (at >= this.deadlineAt) return;
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
     this.deadlineAt = at;
-    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, at - Date.now()));
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, at - performance.now()));
+    this.deadlineTimer.unref();
   }
 
   /** Times out the attempts past their deadline and re-arms for the next one. */
   private expire(): void {
     this.deadlineTimer = undefined;
+    if (this.deadlineAt === -Infinity) return;
     this.deadlineAt = Infinity;
-    const now = Date.now();
+    const now = performance.now();
     let next = Infinity;
-    for (const run of this.inflight.values()) {
+    for (const run of this.inflight) {
       if (run.aborted) continue;
       if (run.deadline <= now) run.timeOut();
       else if (run.deadline < next) next = run.deadline;
@@ -567,7 +580,7 @@ export class ModelWorker {
     clearTimeout(timer);
     if (outcome === 'expired') {
       this.log.warn({ inflight: this.inflight.size }, 'grace period over: handing in-flight jobs back to the queue');
-      for (const ctrl of this.inflight.values()) ctrl.abort(new LlmqError('ERR_WORKER_SHUTDOWN', 'worker shutting down'));
+      for (const run of this.inflight) run.abort(new LlmqError('ERR_WORKER_SHUTDOWN', 'worker shutting down'));
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000).unref())]);
       await Promise.race([this.worker.close(true), new Promise((r) => setTimeout(r, 1000).unref())]).catch(() => undefined);
     }

@@ -45,3 +45,19 @@ describe('startRedis', () => {
     expect(await serverPid(a.url)).toBe(a.pid);
   });
 });
+
+describe('startRedis against a frozen server', () => {
+  it('does not hang on a port whose server accepts connections but never answers', async () => {
+    const a = await startRedis();
+    started.push(a);
+    if (!a.owned) return;
+    a.freeze();
+    try {
+      const t0 = Date.now();
+      await expect(startRedis({ port: a.port })).rejects.toThrow();
+      expect(Date.now() - t0).toBeLessThan(12_000);
+    } finally {
+      a.unfreeze();
+    }
+  }, 20_000);
+});

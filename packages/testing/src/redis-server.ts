@@ -63,22 +63,35 @@ async function serverPort(): Promise<number> {
   return freePort();
 }
 
-/** One request on a fresh connection; the raw reply text, or undefined on error. */
+/**
+ * One request on a fresh connection: the raw reply, or undefined on error, on a close before the
+ * whole reply, or after 1 s (a frozen server still accepts connections and never answers).
+ */
 function ask(port: number, command: string): Promise<string | undefined> {
   return new Promise((resolve) => {
     const socket = createConnection({ port, host: '127.0.0.1' });
-    let reply = '';
+    const chunks: Buffer[] = [];
+    let done = false;
+    const finish = (reply: string | undefined) => {
+      if (done) return;
+      done = true;
+      socket.destroy();
+      resolve(reply);
+    };
+    socket.setTimeout(1_000, () => finish(undefined));
     socket.once('connect', () => socket.write(command));
-    socket.on('data', (data) => {
-      reply += data.toString();
-      // PING answers one line; INFO a bulk string ($len + body): read until the body is in.
-      const bulk = /^\$(\d+)\r\n/.exec(reply);
-      if (!bulk || Buffer.byteLength(reply) >= bulk[0].length + Number(bulk[1]) + 2) {
-        socket.destroy();
-        resolve(reply);
-      }
+    socket.on('data', (data: Buffer) => {
+      chunks.push(data);
+      const reply = Buffer.concat(chunks);
+      // PING answers one line; INFO a bulk string ($len, CRLF, body, CRLF): wait for all of it.
+      const head = reply.indexOf('\r\n');
+      if (head < 0) return;
+      if (reply[0] !== 0x24 /* $ */) return finish(reply.toString());
+      const length = Number(reply.subarray(1, head).toString());
+      if (reply.length >= head + 2 + length + 2) finish(reply.toString());
     });
-    socket.once('error', () => resolve(undefined));
+    socket.once('error', () => finish(undefined));
+    socket.once('close', () => finish(undefined));
   });
 }
 
@@ -162,7 +175,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
   const kill = async () => {
     const c = child;
     child = undefined;
-    if (!c || c.exitCode !== null) return;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise((r) => c.once('exit', r));
     c.kill('SIGCONT');
     c.kill('SIGKILL');

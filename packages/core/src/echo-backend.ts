@@ -31,18 +31,6 @@ function isSpace(c: number): boolean {
   );
 }
 
-/** Number of whitespace-separated words, without building them. */
-function countWords(text: string): number {
-  let n = 0;
-  let inWord = false;
-  for (let i = 0; i < text.length; i++) {
-    const space = isSpace(text.charCodeAt(i));
-    if (!space && !inWord) n++;
-    inWord = !space;
-  }
-  return n;
-}
-
 /**
  * What {@link echoPlan} answers without `max_tokens`, streamed as it is found: each word is a
  * slice of the prompt (with the single space before it when there is one), and the answer is the
@@ -84,7 +72,7 @@ function echoAtOnce(request: GenerationRequest, onToken: (piece: string) => void
     text = 'echo';
     onToken(text);
   } else text = built ?? (base === 0 && end === n ? source : source.slice(base, end));
-  const promptTokens = request.prompt !== undefined ? words : (request.messages ?? []).reduce((k, m) => k + countWords(m.content), 0);
+  const promptTokens = request.prompt !== undefined ? words : promptTokenCount(request);
   return { text, finish_reason: 'stop', usage: { prompt_tokens: promptTokens, completion_tokens: Math.max(1, words) } };
 }
 

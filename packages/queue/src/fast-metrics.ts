@@ -32,30 +32,32 @@ function labelsOf(labelNames: readonly string[], args: unknown[]): Labels {
 
 /**
  * Per label set, an amount added on the hot path and not yet handed to prom-client. Both fast
- * metrics below fold it in through prom-client's own `inc` when the registry reads them.
+ * metrics below fold it in through prom-client's own `inc` (`apply`) when the registry reads them.
  */
 class Pending {
   private readonly records = new Map<string, { labels: Labels; amount: number }>();
 
-  /** The record for these labels; `created` runs once, when the label set is new. */
-  bind(labelNames: readonly string[], labels: Labels, created: () => void): { amount: number } {
+  constructor(private readonly apply: (labels: Labels, amount: number) => void) {}
+
+  /** The record for these labels; a new label set is exported at 0 at once, as prom-client's labels().inc(0) would. */
+  bind(labelNames: readonly string[], labels: Labels): { amount: number } {
     const key = labelKey(labelNames, labels);
     let rec = this.records.get(key);
     if (!rec) {
       rec = { labels: { ...labels }, amount: 0 };
       this.records.set(key, rec);
-      created();
+      this.apply(labels, 0);
     }
     return rec;
   }
 
   /** Hands every non-zero amount to `apply` and zeroes it. */
-  fold(apply: (labels: Labels, amount: number) => void): void {
+  fold(): void {
     for (const rec of this.records.values()) {
       if (rec.amount === 0) continue;
       const amount = rec.amount;
       rec.amount = 0;
-      apply(rec.labels, amount);
+      this.apply(rec.labels, amount);
     }
   }
 
@@ -76,7 +78,7 @@ export interface HotCounter {
 }
 
 export class FastCounter<T extends string = string> extends Counter<T> {
-  private readonly pending = new Pending();
+  private readonly pending = new Pending((labels, amount) => this.inc(labels as never, amount));
 
   constructor(config: CounterConfiguration<T>) {
     super(config);
@@ -84,8 +86,7 @@ export class FastCounter<T extends string = string> extends Counter<T> {
 
   /** A bound series for the hot path (the labels are fixed once here). */
   hot(labels: Partial<Record<T, string | number>>): HotCounter {
-    // Exported at 0 from the start, as prom-client's labels().inc(0) would.
-    const rec = this.pending.bind(labelNamesOf(this), labels as Labels, () => this.inc(labels as never, 0));
+    const rec = this.pending.bind(labelNamesOf(this), labels as Labels);
     return {
       inc(value = 1) {
         if (!(value >= 0) || !Number.isFinite(value)) throw new Error(`It is not possible to decrease a counter (or add ${value})`);
@@ -95,12 +96,12 @@ export class FastCounter<T extends string = string> extends Counter<T> {
   }
 
   override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
-    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    this.pending.fold();
     return (await super.get()) as MetricObjectWithValues<MetricValueWithName<T>>;
   }
 
   override remove(...args: unknown[]): void {
-    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    this.pending.fold();
     (super.remove as (...a: unknown[]) => void)(...args);
   }
 
@@ -118,14 +119,14 @@ export interface HotGauge {
 }
 
 export class FastGauge<T extends string = string> extends Gauge<T> {
-  private readonly pending = new Pending();
+  private readonly pending = new Pending((labels, amount) => this.inc(labels as never, amount));
 
   constructor(config: GaugeConfiguration<T>) {
     super(config);
   }
 
   hot(labels: Partial<Record<T, string | number>>): HotGauge {
-    const rec = this.pending.bind(labelNamesOf(this), labels as Labels, () => this.inc(labels as never, 0));
+    const rec = this.pending.bind(labelNamesOf(this), labels as Labels);
     return {
       inc(value = 1) {
         rec.amount += value;
@@ -137,23 +138,23 @@ export class FastGauge<T extends string = string> extends Gauge<T> {
   }
 
   override async get(): Promise<MetricObjectWithValues<MetricValueWithName<T>>> {
-    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    this.pending.fold();
     return (await super.get()) as MetricObjectWithValues<MetricValueWithName<T>>;
   }
 
   // Order-sensitive updates see the amounts added so far.
   override set(...args: unknown[]): void {
-    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    this.pending.fold();
     (super.set as (...a: unknown[]) => void)(...args);
   }
 
   override setToCurrentTime(...args: unknown[]): void {
-    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    this.pending.fold();
     (super.setToCurrentTime as (...a: unknown[]) => void)(...args);
   }
 
   override remove(...args: unknown[]): void {
-    this.pending.fold((labels, amount) => this.inc(labels as never, amount));
+    this.pending.fold();
     (super.remove as (...a: unknown[]) => void)(...args);
   }
 

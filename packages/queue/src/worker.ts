@@ -172,6 +172,8 @@ export class ModelWorker {
   /** One timer for all in-flight deadlines, armed for the earliest. */
   private deadlineTimer: NodeJS.Timeout | undefined;
   private deadlineAt = Infinity;
+  /** Set once BullMQ has let every job end on close: no deadline is armed after that. */
+  private deadlinesOff = false;
   private readonly dlqAdded = new Set<string>();
   private lastProgressAt = Date.now();
   private watchdog: NodeJS.Timeout | undefined;
@@ -316,12 +318,8 @@ export class ModelWorker {
     } finally {
       control.untrack(id);
       this.inflight.delete(run);
-      if (this.inflight.size === 0 && this.deadlineTimer) {
-        // Idle: no timer holds the process for a deadline nobody has any more.
-        clearTimeout(this.deadlineTimer);
-        this.deadlineTimer = undefined;
-        if (this.deadlineAt !== -Infinity) this.deadlineAt = Infinity;
-      }
+      // Idle: no timer holds the process for a deadline nobody has any more.
+      if (this.inflight.size === 0) this.disarmDeadline();
       this.m.active.dec();
       this.lastProgressAt = Date.now();
     }
@@ -338,7 +336,7 @@ export class ModelWorker {
   }
 
   private armDeadline(at: number): void {
-    if (at >= this.deadlineAt) return;
+    if (this.deadlinesOff || at >= this.deadlineAt) return;
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
     this.deadlineAt = at;
     this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, at - performance.now()));
@@ -348,7 +346,6 @@ export class ModelWorker {
   /** Times out the attempts past their deadline and re-arms for the next one. */
   private expire(): void {
     this.deadlineTimer = undefined;
-    if (this.deadlineAt === -Infinity) return;
     this.deadlineAt = Infinity;
     const now = performance.now();
     let next = Infinity;
@@ -358,6 +355,12 @@ export class ModelWorker {
       else if (run.deadline < next) next = run.deadline;
     }
     if (next < Infinity) this.armDeadline(next);
+  }
+
+  private disarmDeadline(): void {
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Infinity;
   }
 
   /** Result first, then each sink once: a failed write retries only the writes still missing. */
@@ -569,8 +572,8 @@ export class ModelWorker {
     this.closing = true;
     if (this.watchdog) clearInterval(this.watchdog);
     const closed = this.worker.close().finally(() => {
-      clearTimeout(this.deadlineTimer);
-      this.deadlineAt = -Infinity;
+      this.deadlinesOff = true;
+      this.disarmDeadline();
     });
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<'expired'>((resolve) => {

@@ -17,7 +17,11 @@ export function createRedis(url: string, role: ConnectionRole, extra: RedisOptio
   };
   const byRole: Record<ConnectionRole, RedisOptions> = {
     worker: { maxRetriesPerRequest: null, enableReadyCheck: true },
-    subscriber: { maxRetriesPerRequest: null, enableReadyCheck: true },
+    // No ready check (INFO) and no CLIENT SETINFO: ioredis 5.x sends a SUBSCRIBE issued while it
+    // is connecting at once, then fails its own INFO in subscriber mode, reconnects, and comes back
+    // without the subscription (ioredis issue #2037, fixed in 6.0): the process silently stops
+    // getting watch/cancel messages or job events. connection.test.ts reproduces it.
+    subscriber: { maxRetriesPerRequest: null, enableReadyCheck: false, disableClientInfo: true },
     // No per-command timeout: ioredis would arm a timer for every command of a bulk add.
     // The gateway bounds each API call instead (withTimeout).
     producer: { maxRetriesPerRequest: 1, enableOfflineQueue: false },

@@ -50,7 +50,11 @@ const say = (s = '') => console.log(s);
  * prefix, which would otherwise spare it part of the prompt direct evaluates again).
  */
 const promptFor = (round, i) => `${round + 1}.${i + 1} ${PROMPT}`;
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+};
 let model;
 
 say(`llmq llama bench — threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${ROUNDS}`);

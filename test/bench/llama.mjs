@@ -10,7 +10,7 @@
 //   medium — 768 wide, 10 layers, 254 MB (~50 tok/s per sequence at 1 thread here): per-token cost of
 //           the order of a real small model on a CPU (the README's 0.5B Q4 default reads ~300 MB of
 //           weights per token), where the queue's share is what a user pays.
-// Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores − 1, at least 1), BENCH_NS (1,2,4,8), BENCH_ROUNDS (4, best of), BENCH_CTX (512),
+// Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores − 1, at least 1), BENCH_NS (1,2,4,8), BENCH_ROUNDS (4: best of, and the median of paired rounds), BENCH_CTX (512),
 //        BENCH_SIZES (tiny,small,medium), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process).
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -56,6 +56,8 @@ const median = (xs) => {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 };
 let model;
+/** The sides of each N, in the order their rounds rotate through (see compare()). */
+const SIDES = ['completion', 'evaluate', 'llmq'];
 
 say(`llmq llama bench — threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${ROUNDS}`);
 
@@ -259,14 +261,13 @@ async function llmqSide(n, redis) {
 async function compare(n, redis) {
   const direct = await directSides(n);
   const llmq = await llmqSide(n, redis);
-  const names = ['completion', 'evaluate', 'llmq'];
   const round = { completion: direct.completion, evaluate: direct.evaluate, llmq: llmq.round };
   const results = { completion: [], evaluate: [], llmq: [] };
   let rss;
   try {
     for (let r = 0; r < ROUNDS; r++) {
-      for (let k = 0; k < names.length; k++) {
-        const name = names[(r + k) % names.length];
+      for (let k = 0; k < SIDES.length; k++) {
+        const name = SIDES[(r + k) % SIDES.length];
         results[name].push(await round[name](r));
       }
     }
@@ -279,15 +280,14 @@ async function compare(n, redis) {
   // The API is chosen by its median round, then reported, like llmq, as its best of ROUNDS: picking
   // the best single round out of both APIs' rounds would compare a best of 2×ROUNDS with llmq's best of ROUNDS.
   const api = completion.median >= evaluate.median ? 'completion' : 'evaluate';
-  const pick = { ...(api === 'completion' ? completion : evaluate), api };
+  const pick = { ...{ completion, evaluate }[api], api };
   // Rounds r of both sides ran back to back: their ratio is the least disturbed by a slow spell of
   // the machine, which moves single rounds ±15 % here. Reported: the median over rounds, and the range.
   const paired = results.llmq.map((l, r) => l.tps / results[api][r].tps).sort((a, b) => a - b);
-  const rounds = Object.fromEntries(names.map((k) => [k, results[k].map((x) => Math.round(x.tps * 10) / 10)]));
+  const rounds = Object.fromEntries(SIDES.map((k) => [k, results[k].map((x) => Math.round(x.tps * 10) / 10)]));
   return { direct: { ...pick, completion, evaluate }, llmq: { ...best(results.llmq), rss, unwatched: llmq.unwatched }, paired, rounds };
 }
 
-const names3 = ['completion', 'evaluate', 'llmq'];
 const redis = await startRedis();
 const tables = [];
 try {
@@ -298,7 +298,7 @@ try {
     for (const n of NS) {
       const { direct: d, llmq: l, paired, rounds } = await compare(n, redis);
       const row = { n, direct: d, llmq: l, ratio: l.tps / d.tps, paired: { median: median(paired), min: paired[0], max: paired.at(-1), rounds: paired }, rounds };
-      if (env.BENCH_STAGES) say(`    N=${n} tok/s by round: ${names3.map((k) => `${k} ${rounds[k].join(' ')}`).join('; ')}`);
+      if (env.BENCH_STAGES) say(`    N=${n} tok/s by round: ${SIDES.map((k) => `${k} ${rounds[k].join(' ')}`).join('; ')}`);
       rows.push(row);
       say(`  N=${n}: direct ${d.tps.toFixed(1)} tok/s via ${d.api} (completion ${d.completion.tps.toFixed(1)}, evaluate ${d.evaluate.tps.toFixed(1)}; TTFT ${d.ttft.toFixed(0)} ms), llmq ${l.tps.toFixed(1)} tok/s (TTFT ${l.ttft.toFixed(0)} ms), ratio ${row.ratio.toFixed(2)}; ` +
         `per round ${paired.map((x) => x.toFixed(2)).join(' ')}`);

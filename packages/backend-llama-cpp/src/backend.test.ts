@@ -69,6 +69,38 @@ function startJob(backend: LlamaCppBackend, request: Omit<GenerationRequest, 'mo
   return { promise, controller, streamed: () => chunks.join(''), firstTokenAt: () => first, settledAt: () => settled };
 }
 
+/**
+ * Records the sequences and tokens of each batch llama.cpp decodes for this backend, by wrapping
+ * node-llama-cpp's native context object (a private of node-llama-cpp 3.22, which is pinned).
+ */
+function observeBatches(backend: LlamaCppBackend): { batches: { sequences: number; tokens: number }[]; stop(): void } {
+  const context = (backend as unknown as { context: { _ctx: Record<string, unknown> } }).context;
+  const native = context._ctx;
+  const batches: { sequences: number; tokens: number }[] = [];
+  const spy: Record<string, (...args: never[]) => unknown> = {
+    initBatch: (...args) => {
+      batches.push({ sequences: 0, tokens: 0 });
+      return (native.initBatch as (...a: never[]) => unknown).apply(native, args);
+    },
+    addToBatch: (...args) => {
+      const batch = batches.at(-1);
+      if (batch) {
+        batch.sequences++;
+        batch.tokens += (args[2] as ArrayLike<number>).length;
+      }
+      return (native.addToBatch as (...a: never[]) => unknown).apply(native, args);
+    },
+  };
+  context._ctx = new Proxy(native, {
+    get(target, prop) {
+      if (typeof prop === 'string' && prop in spy) return spy[prop];
+      const value = target[prop as string];
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return { batches, stop: () => void (context._ctx = native) };
+}
+
 async function run(backend: LlamaCppBackend, request: Omit<GenerationRequest, 'model'>) {
   const job = startJob(backend, request);
   const out = await job.promise;
@@ -144,8 +176,14 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
   });
 
   it('runs four concurrent jobs together on one model load and one context', async () => {
+    const observed = observeBatches(backend);
     const jobs = [0, 1, 2, 3].map((i) => startJob(backend, { prompt: `Job number ${i}:`, max_tokens: 24, temperature: 0 }));
-    const outs = await Promise.all(jobs.map((j) => j.promise));
+    const outs = await Promise.all(jobs.map((j) => j.promise)).finally(observed.stop);
+    // Each step of generation is one batch of all four sequences (one token each): 23 steps after
+    // the prompts. node-llama-cpp alone leaves one sequence out of each batch (31 batches of 3).
+    const steps = observed.batches.filter((b) => b.tokens === b.sequences);
+    expect(steps.length).toBe(23);
+    expect(steps.every((b) => b.sequences === 4)).toBe(true);
     for (const out of outs) expect(out.usage.completion_tokens).toBe(24);
     // Decoded side by side: every job had its first token before any job finished.
     const lastFirst = Math.max(...jobs.map((j) => j.firstTokenAt() ?? Infinity));

@@ -30,6 +30,7 @@ import {
   type Logger,
   type ResponseFormat,
 } from '@llmq/core';
+import { BatchJoiner } from './batch-join.js';
 import { DEFAULT_CONTEXT_SIZE, type ResolvedLlamaCppOptions } from './config.js';
 import { closingBias, closingStart, finiteJsonNumbers } from './json-grammar.js';
 import { acquireModel, type ModelHandle } from './runtime.js';
@@ -190,10 +191,18 @@ export class LlamaCppBackend implements Backend {
     this.chatTemplate = init.chatTemplate;
     this.noBias = new TokenBias(init.handle.model.tokenizer);
     const slots: Slot[] = [];
+    // Concurrent jobs decode in one batch per step (see BatchJoiner); a lone job never waits.
+    const joiner = new BatchJoiner(() => this.pool.available < this.options.sequences - 1);
+    let joining = true;
     for (let index = 0; index < init.options.sequences; index++) {
-      slots.push({ index, sequence: init.context.getSequence() });
+      const sequence = init.context.getSequence();
+      joining = joiner.attach(sequence) && joining;
+      slots.push({ index, sequence });
     }
     this.pool = new SlotPool(slots);
+    if (!joining && init.options.sequences > 1) {
+      this.logger.warn('this node-llama-cpp version lacks the hook that lets concurrent jobs share each decode batch: they decode in smaller batches (slower)');
+    }
   }
 
   static async create(name: string, options: ResolvedLlamaCppOptions, ctx: AdapterContext): Promise<LlamaCppBackend> {

@@ -8,6 +8,7 @@ export {
 } from './config.js';
 export { llamaCppStats, type LlamaCppStats } from './stats.js';
 export { physicalCoreCount } from './threads.js';
+export { BatchJoiner } from './batch-join.js';
 export { checkModelFile } from './model-file.js';
 export {
   loadTemplate,

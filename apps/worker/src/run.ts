@@ -40,7 +40,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
   const warning = await checkRedisPolicy(connection);
   if (warning) log.warn(warning);
   const metrics = getMetrics(options.registry);
-  const publisher = new EventPublisher(connection, keys, log);
+  const publisher = new EventPublisher(connection, keys, log, config.worker.stream_flush_ms);
   const control = new ControlListener(subscriber, { cancelChannel: keys.cancelChannel, watchChannel: keys.watchChannel, publish: (id, e) => publisher.publish(id, e), logger: log });
   await control.whenReady();
   const shutdown = new AbortController();

@@ -27,6 +27,7 @@ describe('config loader', () => {
     expect(c.gateway.api_keys).toEqual(['aaaaaaaa', 'bbbbbbbb']);
     expect(c.models[0]).toMatchObject({ name: 'echo', concurrency: 8, timeout_ms: 600_000, defaults: {}, options: {} });
     expect(c.queue.attempts).toBe(3);
+    expect(c.worker.stream_flush_ms).toBe(50);
     expect(servedModels(c)).toEqual(['echo']);
   });
 
@@ -45,6 +46,7 @@ describe('config loader', () => {
     expect(error(() => loadConfig({ path: q, env: {} }))).toMatch(/c\.yaml: models\[0\]\.concurrency: /);
     expect(error(() => loadConfig({ inline: {}, env: { PORT: 'eighty' } }))).toMatch(/PORT: expected a whole number/);
     expect(error(() => loadConfig({ inline: { gateway: { port: 70000 } }, env: {} }))).toMatch(/gateway\.port/);
+    expect(error(() => loadConfig({ inline: { worker: { stream_flush_ms: -1 } }, env: {} }))).toMatch(/worker\.stream_flush_ms: /);
     expect(error(() => loadConfig({ inline: { models: [{ name: 'a', backend: 'echo' }, { name: 'a', backend: 'echo' }] }, env: {} }))).toMatch(/models\[1\]\.name: duplicate model name "a"/);
     expect(error(() => loadConfig({ inline: { models: [{ name: 'a', backend: 'echo', fallbacks: ['b'] }] }, env: {} }))).toMatch(/models\[0\]\.fallbacks\[0\]: unknown model "b"/);
     expect(error(() => loadConfig({ inline: { models: [{ name: 'a', backend: 'echo' }] }, env: { LLMQ_WORKER_MODELS: 'zzz' } }))).toMatch(/worker\.models\[0\]: unknown model "zzz"/);

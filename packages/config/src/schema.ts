@@ -108,6 +108,11 @@ export const configSchema = z.strictObject({
       metrics_port: z.int().min(0).max(65535).default(9464),
       /** How long a backlog may sit with no job started before the worker rebuilds its connection. @defaultValue 30000 */
       watchdog_ms: z.int().min(0).default(30_000),
+      /**
+       * Streamed tokens of a job are sent at most this often, merged (its first token and its
+       * status and final events go at once); 0 sends them every event-loop turn. @defaultValue 50
+       */
+      stream_flush_ms: z.int().min(0).max(1000).default(50),
     })
     .prefault({}),
   queue: z

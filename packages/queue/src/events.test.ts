@@ -32,7 +32,7 @@ const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe('EventPublisher', () => {
   it("sends a job's first token at once and coalesces the tokens after it", async () => {
     const { redis, sent } = recordingRedis();
-    const pub = new EventPublisher(redis, keys('t'), silentLogger);
+    const pub = new EventPublisher(redis, keys('t'), silentLogger, 20);
     const t0 = performance.now();
     pub.publish('j1', { type: 'status', status: 'active', attempt: 1, worker: 'w', at: Date.now() });
     await settle(1);

@@ -2,8 +2,8 @@ import type { Redis } from 'ioredis';
 import type { JobEvent, Logger } from '@llmq/core';
 import type { Keys } from './keys.js';
 
-/** Tokens of fast decoders are sent at most this often (per process), merged per job. */
-const TOKEN_FLUSH_MS = 15;
+/** Default of `worker.stream_flush_ms`: tokens are sent at most this often (per process), merged per job. */
+export const DEFAULT_STREAM_FLUSH_MS = 50;
 
 /**
  * Publishes job events (status, tokens, results) on a Redis channel per job. Publishing is
@@ -25,6 +25,8 @@ export class EventPublisher {
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly logger: Logger,
+    /** Tokens after a job's first are held up to this long and sent merged; 0 sends them each event-loop turn. */
+    private readonly flushMs = DEFAULT_STREAM_FLUSH_MS,
   ) {}
 
   publish(jobId: string, event: JobEvent): void {
@@ -48,12 +50,13 @@ export class EventPublisher {
     if (!this.scheduled) {
       this.scheduled = true;
       const since = Date.now() - this.lastFlush;
-      if (!urgent && since < TOKEN_FLUSH_MS) {
-        // Fast decoders: coalesce tokens for a few ms rather than one PUBLISH per token.
+      if (!urgent && since < this.flushMs) {
+        // Fast decoders: coalesce tokens for a few ms rather than one PUBLISH per token (each one
+        // also costs the gateway and the client a message: CPU the decode shares the machine with).
         this.timer = setTimeout(() => {
           this.timer = undefined;
           void this.flush();
-        }, TOKEN_FLUSH_MS - since);
+        }, this.flushMs - since);
       } else setImmediate(() => void this.flush());
     }
   }

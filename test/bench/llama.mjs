@@ -10,7 +10,8 @@
 //   medium — 768 wide, 10 layers, 254 MB (~50 tok/s per sequence at 1 thread here): per-token cost of
 //           the order of a real small model on a CPU (the README's 0.5B Q4 default reads ~300 MB of
 //           weights per token), where the queue's share is what a user pays.
-// Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores − 1, at least 1), BENCH_NS (1,2,4,8), BENCH_ROUNDS (6: best of, and the median of paired rounds), BENCH_CTX (512),
+// Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores − 1, at least 1), BENCH_NS (1,2,4,8), BENCH_ROUNDS (rounds per N: best of, and the median of paired rounds; default: as many as fit
+//        BENCH_SECONDS (45) per N, 6 to 30), BENCH_CTX (512),
 //        BENCH_SIZES (tiny,small,medium), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process).
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,7 +33,9 @@ const TOKENS = Number(env.BENCH_TOKENS ?? 64);
 // machine stalls a whole batch (on a 2-core machine, 2 threads measured 10–40× slower than 1 here).
 const THREADS = Number(env.BENCH_THREADS ?? Math.max(1, physicalCoreCount() - 1));
 const NS = (env.BENCH_NS ?? '1,2,4,8').split(',').map(Number);
-const ROUNDS = Number(env.BENCH_ROUNDS ?? 6);
+const FIXED_ROUNDS = env.BENCH_ROUNDS === undefined ? undefined : Number(env.BENCH_ROUNDS);
+const SECONDS_PER_N = Number(env.BENCH_SECONDS ?? 45);
+const [MIN_ROUNDS, MAX_ROUNDS] = [6, 30];
 const CTX = Number(env.BENCH_CTX ?? 512);
 const PROMPT = 'Once upon a time, in a queue far away,';
 const SIZES = {
@@ -59,7 +62,7 @@ let model;
 /** The sides of each N, in the order their rounds rotate through (see compare()). */
 const SIDES = ['completion', 'evaluate', 'joined', 'llmq'];
 
-say(`llmq llama bench — threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${ROUNDS}`);
+say(`llmq llama bench — threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${FIXED_ROUNDS ?? `${MIN_ROUNDS}–${MAX_ROUNDS} (as fit ${SECONDS_PER_N} s per N)`}`);
 
 /**
  * Direct: one model, one context with N sequences, N requests at once, two ways, and the faster
@@ -275,11 +278,19 @@ async function compare(n, redis) {
   const round = { completion: direct.completion, evaluate: direct.evaluate, joined: direct.joined, llmq: llmq.round };
   const results = Object.fromEntries(SIDES.map((k) => [k, []]));
   let rss;
+  // Short rounds (the tiny model) are the noisiest and cheap to repeat: unless BENCH_ROUNDS fixes
+  // the count, the first round of all sides sets how many fit the time given to each N.
+  let roundCount = FIXED_ROUNDS ?? MIN_ROUNDS;
+  const started = performance.now();
   try {
-    for (let r = 0; r < ROUNDS; r++) {
+    for (let r = 0; r < roundCount; r++) {
       for (let k = 0; k < SIDES.length; k++) {
         const name = SIDES[(r + k) % SIDES.length];
         results[name].push(await round[name](r));
+      }
+      if (r === 0 && FIXED_ROUNDS === undefined) {
+        const seconds = (performance.now() - started) / 1000;
+        roundCount = Math.max(MIN_ROUNDS, Math.min(MAX_ROUNDS, Math.floor(SECONDS_PER_N / seconds)));
       }
     }
   } finally {
@@ -288,8 +299,8 @@ async function compare(n, redis) {
   }
   const completion = best(results.completion);
   const evaluate = best(results.evaluate);
-  // The API is chosen by its median round, then reported, like llmq, as its best of ROUNDS: picking
-  // the best single round out of both APIs' rounds would compare a best of 2×ROUNDS with llmq's best of ROUNDS.
+  // The API is chosen by its median round, then reported, like llmq, as its best round: picking the
+  // best single round out of both APIs' rounds would compare a best of 2×rounds with llmq's best of rounds.
   const api = completion.median >= evaluate.median ? 'completion' : 'evaluate';
   const pick = { ...{ completion, evaluate }[api], api };
   // Rounds r of both sides ran back to back: their ratio is the least disturbed by a slow spell of
@@ -316,7 +327,7 @@ try {
       if (env.BENCH_STAGES) say(`    N=${n} tok/s by round: ${SIDES.map((k) => `${k} ${rounds[k].join(' ')}`).join('; ')}`);
       rows.push(row);
       say(`  N=${n}: direct ${d.tps.toFixed(1)} tok/s via ${d.api} (completion ${d.completion.tps.toFixed(1)}, evaluate ${d.evaluate.tps.toFixed(1)}; joined ${d.joined.tps.toFixed(1)}; TTFT ${d.ttft.toFixed(0)} ms), llmq ${l.tps.toFixed(1)} tok/s (TTFT ${l.ttft.toFixed(0)} ms), ratio ${row.ratio.toFixed(2)}; ` +
-        `per round ${paired.map((x) => x.toFixed(2)).join(' ')}; vs joined ${pairedJoined.map((x) => x.toFixed(2)).join(' ')}`);
+        `${paired.length} rounds, per round ${paired.map((x) => x.toFixed(2)).join(' ')}; vs joined ${pairedJoined.map((x) => x.toFixed(2)).join(' ')}`);
       if (l.unwatched > 0) say(`  WARNING: ${l.unwatched} llmq job(s) at N=${n} got no live SSE event and ended from the stored result after the gateway's 5 s safety net: this row does not measure llmq's path`);
     }
     tables.push({ model: m.label, path: m.path, rows });
@@ -339,7 +350,7 @@ for (const { model: label, rows } of tables) {
   say(`lowest llmq/direct ratio on ${label}: best of rounds ${min.toFixed(2)}, per-round median ${minPaired.toFixed(2)} (target ≥ 0.95): ${Math.min(min, minPaired) >= 0.95 ? 'meets' : 'BELOW'} target`);
   say(`lowest llmq/joined per-round median on ${label}: ${Math.min(...rows.map((r) => r.pairedJoined.median)).toFixed(2)} (the queue's own cost, batching equal)`);
 }
-say(`\nDirect is the faster (by median round) of LlamaCompletion (C) and sequence.evaluate (E) at each N, stock node-llama-cpp; joined is sequence.evaluate with llmq's batch fix (BatchJoiner), which stock node-llama-cpp lacks; all sides report their best of ${ROUNDS} rounds. TTFT for llmq is measured from the HTTP POST (enqueue, worker pickup, SSE), direct from the call.`);
+say(`\nDirect is the faster (by median round) of LlamaCompletion (C) and sequence.evaluate (E) at each N, stock node-llama-cpp; joined is sequence.evaluate with llmq's batch fix (BatchJoiner), which stock node-llama-cpp lacks; all sides report their best round; "per round" lists every round's ratio (their count is the rounds run at that N). TTFT for llmq is measured from the HTTP POST (enqueue, worker pickup, SSE), direct from the call.`);
 mkdirSync('bench-results', { recursive: true });
 writeFileSync('bench-results/llama.json', JSON.stringify({ bench: 'llama', threads: THREADS, tokens: TOKENS, context: CTX, tables, at: new Date().toISOString() }, null, 2));
 say('written bench-results/llama.json');

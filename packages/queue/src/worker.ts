@@ -282,7 +282,7 @@ export class ModelWorker {
         try {
           out = await call(backend, model.name);
         } catch (err) {
-          const fallback = await this.fallback(err, run, run.attempt, job, call, log);
+          const fallback = await this.fallback(err, run, job, call, log);
           if (!fallback) throw err;
           ({ out, servedBy } = fallback);
         }
@@ -314,7 +314,7 @@ export class ModelWorker {
       if (sinks.length > 0) await this.writeSinks(job, result, sinks, run.signal, log);
       return result;
     } catch (err) {
-      throw await this.failure(job, token, err, run, run.attempt, log);
+      throw await this.failure(job, token, err, run, log);
     } finally {
       control.untrack(id);
       this.inflight.delete(run);
@@ -331,8 +331,8 @@ export class ModelWorker {
   }
 
   /** @internal For {@link Attempt}. */
-  publishStatus(run: Attempt): void {
-    this.o.publisher.publish(run.id, { type: 'status', status: 'active', attempt: run.attempt, worker: this.o.workerId, at: run.startedAt });
+  publishStatus(run: Attempt, at = run.startedAt): void {
+    this.o.publisher.publish(run.id, { type: 'status', status: 'active', attempt: run.attempt, worker: this.o.workerId, at });
   }
 
   private armDeadline(at: number): void {
@@ -420,26 +420,24 @@ export class ModelWorker {
    */
   private async fallback(
     err: unknown,
-    ctrl: LazyAbortController,
-    attempt: number,
+    run: Attempt,
     job: Job<JobData, JobResult>,
-    run: (b: Backend, name: string) => Promise<Awaited<ReturnType<Backend['generate']>>>,
+    call: (b: Backend, name: string) => Promise<Awaited<ReturnType<Backend['generate']>>>,
     log: Logger,
   ): Promise<{ out: Awaited<ReturnType<Backend['generate']>>; servedBy: string } | undefined> {
     const fallbacks = this.o.model.fallbacks;
-    if (fallbacks.length === 0 || !this.o.backendFor || ctrl.aborted) return undefined;
+    if (fallbacks.length === 0 || !this.o.backendFor || run.aborted) return undefined;
     const code = errorCode(err);
-    const lastAttempt = attempt >= (job.opts.attempts ?? 1);
+    const lastAttempt = run.attempt >= (job.opts.attempts ?? 1);
     if (!(code === 'ERR_BACKEND_CONTEXT_LENGTH' || (isRetryable(err) && lastAttempt && code !== 'ERR_BACKEND_RATE_LIMITED' && code !== 'ERR_BACKEND_QUOTA'))) return undefined;
     let lastError = err;
     for (const name of fallbacks) {
-      if (ctrl.aborted) break;
+      if (run.aborted) break;
       try {
         const b = await this.o.backendFor(name);
         log.warn({ fallback: name, code }, 'primary model failed: trying a fallback');
-        const jid = fromBullId(job.id ?? '');
-        if (this.o.control.isWatched(jid)) this.o.publisher.publish(jid, { type: 'status', status: 'active', attempt, worker: this.o.workerId, at: Date.now() });
-        return { out: await run(b, name), servedBy: name };
+        if (this.o.control.isWatched(run.id)) this.publishStatus(run, Date.now());
+        return { out: await call(b, name), servedBy: name };
       } catch (e) {
         lastError = e;
         log.warn({ fallback: name, code: errorCode(e) }, 'fallback failed');
@@ -448,10 +446,10 @@ export class ModelWorker {
     throw lastError;
   }
 
-  private async failure(job: Job<JobData, JobResult>, token: string | undefined, err: unknown, ctrl: LazyAbortController, attempt: number, log: Logger): Promise<Error> {
+  private async failure(job: Job<JobData, JobResult>, token: string | undefined, err: unknown, run: Attempt, log: Logger): Promise<Error> {
     const { model, metrics } = this.o;
     if (err instanceof Error && err.name === 'RateLimitError') return err;
-    const reason = asError(ctrl.aborted ? ctrl.reason : err);
+    const reason = asError(run.aborted ? run.reason : err);
     const code = errorCode(reason);
     if (code === 'ERR_WORKER_SHUTDOWN' && token) {
       // Hand the job back without spending an attempt; another worker picks it up at once.
@@ -477,9 +475,9 @@ export class ModelWorker {
     const message = coded(reason);
     const retryable = isRetryable(reason);
     const maxAttempts = job.opts.attempts ?? 1;
-    const final = !retryable || attempt >= maxAttempts;
+    const final = !retryable || run.attempt >= maxAttempts;
     log.warn({ code: errorCode(message), final, attempts: maxAttempts }, final ? 'job failed' : 'job attempt failed, will retry');
-    if (final && code !== 'ERR_JOB_CANCELLED') await this.deadLetter(job, message, attempt);
+    if (final && code !== 'ERR_JOB_CANCELLED') await this.deadLetter(job, message, run.attempt);
     if (final) await this.notifyFailure(job, message, log);
     return final ? new UnrecoverableError(message) : new Error(message);
   }

@@ -5,6 +5,25 @@ import { FastCounter, FastGauge, FastHistogram } from './fast-metrics.js';
 const BUCKETS = [0.005, 0.01, 0.1, 1, 10];
 const VALUES = [0, 0.004, 0.005, 0.0051, 0.02, 0.5, 1, 3, 10, 11, 1e6];
 
+/**
+ * prom-client's counter and gauge beside ours (each pair in its own registry, same names), with a
+ * hot series of each bound for `model` and the reference series exported at 0 to match.
+ */
+function counterAndGauge(suffix: string, model: string) {
+  const ref = new Registry();
+  const fast = new Registry();
+  const c1 = new Counter({ name: `c${suffix}_total`, help: 'c', labelNames: ['model'], registers: [ref] });
+  const c2 = new FastCounter({ name: `c${suffix}_total`, help: 'c', labelNames: ['model'], registers: [fast] });
+  const g1 = new Gauge({ name: `g${suffix}`, help: 'g', labelNames: ['model'], registers: [ref] });
+  const g2 = new FastGauge({ name: `g${suffix}`, help: 'g', labelNames: ['model'], registers: [fast] });
+  const hc = c2.hot({ model });
+  const hg = g2.hot({ model });
+  // A series is exported (at 0) as soon as it is bound, as prom-client's labels().inc(0) would.
+  c1.inc({ model }, 0);
+  g1.set({ model }, 0);
+  return { ref, fast, c1, c2, g1, g2, hc, hg };
+}
+
 describe('fast metrics expose exactly what prom-client would', () => {
   it('histogram: same text exposition and JSON for the same observations, through every way in', async () => {
     const ref = new Registry();
@@ -31,17 +50,7 @@ describe('fast metrics expose exactly what prom-client would', () => {
   });
 
   it('counter and gauge: hot series fold into the same totals when read, and keep counting after', async () => {
-    const ref = new Registry();
-    const fast = new Registry();
-    const c1 = new Counter({ name: 'c_total', help: 'c', labelNames: ['model'], registers: [ref] });
-    const c2 = new FastCounter({ name: 'c_total', help: 'c', labelNames: ['model'], registers: [fast] });
-    const g1 = new Gauge({ name: 'g', help: 'g', labelNames: ['model'], registers: [ref] });
-    const g2 = new FastGauge({ name: 'g', help: 'g', labelNames: ['model'], registers: [fast] });
-    const hc = c2.hot({ model: 'echo' });
-    const hg = g2.hot({ model: 'echo' });
-    // A series is exported (at 0) as soon as it is bound, as prom-client's labels().inc(0) would.
-    c1.inc({ model: 'echo' }, 0);
-    g1.set({ model: 'echo' }, 0);
+    const { ref, fast, c1, c2, g1, hc, hg } = counterAndGauge('', 'echo');
     expect(await fast.metrics()).toBe(await ref.metrics());
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 100; i++) {
@@ -100,16 +109,7 @@ describe('fast metrics expose exactly what prom-client would', () => {
   });
 
   it('counter and gauge: remove and set see the amounts added on the hot path before them', async () => {
-    const ref = new Registry();
-    const fast = new Registry();
-    const c1 = new Counter({ name: 'c2_total', help: 'c', labelNames: ['model'], registers: [ref] });
-    const c2 = new FastCounter({ name: 'c2_total', help: 'c', labelNames: ['model'], registers: [fast] });
-    const g1 = new Gauge({ name: 'g2', help: 'g', labelNames: ['model'], registers: [ref] });
-    const g2 = new FastGauge({ name: 'g2', help: 'g', labelNames: ['model'], registers: [fast] });
-    const hc = c2.hot({ model: 'a' });
-    const hg = g2.hot({ model: 'a' });
-    c1.inc({ model: 'a' }, 0);
-    g1.set({ model: 'a' }, 0);
+    const { ref, fast, c1, c2, g1, g2, hc, hg } = counterAndGauge('2', 'a');
     hc.inc(5);
     c1.inc({ model: 'a' }, 5);
     c1.remove({ model: 'a' });

@@ -556,7 +556,7 @@ async function main() {
     if (MONITOR_N > 0) {
       say(`\n  counting Redis commands per job with MONITOR (${MONITOR_N} jobs per side, not timed)…`);
       monitor = {};
-      for (const kind of ['raw', 'raw-same', 'llmq']) {
+      for (const kind of ALL_SIDES) {
         const mon = await startMonitor(redis, adminAddr);
         const r = await runSide(kind, redis, admin, { n: MONITOR_N, paced: false, monitor: mon });
         await mon.stop();
@@ -605,9 +605,9 @@ async function main() {
       say(
         table([
           ['phase command', 'raw', 'raw-same', 'llmq'],
-          ...cmds.map((c) => [c, ...['raw', 'raw-same', 'llmq'].map((k) => fmt(monitor[k].client_by_command[c] ?? 0, 3))]),
-          ['total sent by clients', ...['raw', 'raw-same', 'llmq'].map((k) => fmt(monitor[k].client_per_job, 2))],
-          ['run inside Lua scripts', ...['raw', 'raw-same', 'llmq'].map((k) => fmt(monitor[k].in_lua_per_job, 2))],
+          ...cmds.map((c) => [c, ...ALL_SIDES.map((k) => fmt(monitor[k].client_by_command[c] ?? 0, 3))]),
+          ['total sent by clients', ...ALL_SIDES.map((k) => fmt(monitor[k].client_per_job, 2))],
+          ['run inside Lua scripts', ...ALL_SIDES.map((k) => fmt(monitor[k].in_lua_per_job, 2))],
         ]),
       );
     }

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateTinyGguf } from '@llmq/testing';
@@ -11,7 +12,7 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
       config: {
         models: [
           { name: 'echo', backend: 'echo', concurrency: 4 },
-          { name: 'tiny', backend: 'llama-cpp', concurrency: 2, timeout_ms: 60_000, options: { model_path: model, context_size: 256, threads: 2, gpu: false } },
+          { name: 'tiny', backend: 'llama-cpp', concurrency: 2, timeout_ms: 60_000, options: { model_path: model, context_size: 256, threads: 2, gpu: false, templates_dir: resolve('config/templates') } },
           { name: 'missing', backend: 'llama-cpp', concurrency: 1, options: { model_path: '/nonexistent/model.gguf', gpu: false } },
         ],
       },
@@ -43,6 +44,19 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     const parsed = JSON.parse(job.result.text);
     expect(typeof parsed.name).toBe('string');
     expect(Number.isInteger(parsed.n)).toBe(true);
+  });
+
+  it('renders a named template, and rejects a template that is not there at enqueue, naming the ones that are', async () => {
+    const ok = await stack.http('POST', '/v1/jobs', { model: 'tiny', prompt: 'hi', template: 'phi3', max_tokens: 4 });
+    expect(ok.status).toBe(202);
+    expect((await stack.waitFor(ok.body.id, ['completed', 'failed'], 30_000)).status).toBe('completed');
+    const bad = await stack.http('POST', '/v1/jobs', { model: 'tiny', prompt: 'hi', template: 'phi-3' });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toMatchObject({ code: 'ERR_REQUEST_INVALID', param: 'template' });
+    expect(bad.body.error.message).toBe('template: model "tiny" has no template "phi-3" (available: chatml, phi3)');
+    const batch = await stack.http('POST', '/v1/jobs/batch', { jobs: [{ model: 'tiny', prompt: 'a', template: 'nope' }, { model: 'echo', prompt: 'b' }] });
+    expect(batch.body.data[0]).toMatchObject({ status: 'rejected', error: { param: 'jobs[0].template' } });
+    expect(batch.body.data[1].status).toBe('queued');
   });
 
   it('cancels a running generation and frees the sequence for the next job', async () => {

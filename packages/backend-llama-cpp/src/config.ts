@@ -87,6 +87,12 @@ export interface ResolvedLlamaCppOptions {
 /** Context per sequence when the config does not say. */
 export const DEFAULT_CONTEXT_SIZE = 4096;
 
+/** The model's own `templates_dir`, else the config's top-level one; relative to the config file's directory. */
+export function templatesDirOf(config: Pick<LlamaCppConfig, 'templates_dir'>, ctx: { configDir: string; templatesDir?: string | undefined }): string {
+  if (config.templates_dir !== undefined) return resolve(ctx.configDir, config.templates_dir);
+  return ctx.templatesDir ?? resolve(ctx.configDir, 'templates');
+}
+
 export function resolveLlamaCppOptions(
   config: LlamaCppConfig,
   ctx: { configDir: string; templatesDir?: string | undefined },
@@ -101,8 +107,7 @@ export function resolveLlamaCppOptions(
     gpu: config.gpu ?? 'auto',
     gpuLayers: config.gpu_layers ?? 'auto',
     batchSize: config.batch_size,
-    // The model's own templates_dir, else the config's top-level templates_dir.
-    templatesDir: config.templates_dir !== undefined ? fromConfigDir(config.templates_dir) : (ctx.templatesDir ?? fromConfigDir('templates')),
+    templatesDir: templatesDirOf(config, ctx),
     template: config.template,
     chatTemplate: config.chat_template,
     sequences: Math.max(1, Math.floor(concurrency)),

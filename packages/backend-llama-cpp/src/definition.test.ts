@@ -1,3 +1,6 @@
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { errorCode, resolveCapabilities, silentLogger } from '@llmq/core';
 
@@ -37,6 +40,23 @@ describe('llamaCppBackend definition', () => {
       ].sort(),
     );
     expect(caps).toMatchObject({ chat: true, completion: true, templates: true });
+  });
+
+  it('looks a job\'s template up in the model\'s templates_dir at each check', () => {
+    const configDir = mkdtempSync(join(tmpdir(), 'llmq-templates-'));
+    mkdirSync(join(configDir, 'templates'));
+    writeFileSync(join(configDir, 'templates', 'phi3.template'), '<|user|>{prompt}<|end|>');
+    writeFileSync(join(configDir, 'templates', 'notes.txt'), 'not a template');
+    const caps = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf' }, { configDir });
+    expect(caps.findTemplate?.('phi3')).toBeUndefined();
+    expect(caps.findTemplate?.('chatml')).toEqual(['phi3']);
+    // A file added later is found without a restart.
+    writeFileSync(join(configDir, 'templates', 'chatml.jinja'), '{{ messages[0].content }}');
+    expect(caps.findTemplate?.('chatml')).toBeUndefined();
+    expect(caps.findTemplate?.('../templates/phi3')).toEqual(['chatml', 'phi3']);
+    // The model's own templates_dir wins over the config's; a folder that is not there holds none.
+    const own = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf', templates_dir: 'elsewhere' }, { configDir, templatesDir: join(configDir, 'templates') });
+    expect(own.findTemplate?.('phi3')).toEqual([]);
   });
 
   it('validates options strictly', () => {

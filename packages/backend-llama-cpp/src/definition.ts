@@ -1,5 +1,6 @@
 import { LlmqError, defineBackend, type BackendCapabilities } from '@llmq/core';
-import { llamaCppConfigSchema, resolveLlamaCppOptions, type LlamaCppConfig } from './config.js';
+import { llamaCppConfigSchema, resolveLlamaCppOptions, templatesDirOf, type LlamaCppConfig } from './config.js';
+import { findTemplate } from './templates.js';
 
 /** What the llama-cpp backend honours; the gateway checks jobs against it without loading the model. */
 export const llamaCppCapabilities: BackendCapabilities = {
@@ -30,7 +31,11 @@ export const llamaCppBackend = defineBackend<LlamaCppConfig>({
   kind: 'backend',
   type: 'llama-cpp',
   configSchema: llamaCppConfigSchema,
-  capabilities: llamaCppCapabilities,
+  // A job naming a template that is not in the model's templates_dir is a 400 at enqueue.
+  capabilities: (config, ctx) => {
+    const dir = templatesDirOf(config, ctx);
+    return { ...llamaCppCapabilities, findTemplate: (name) => findTemplate(dir, name) };
+  },
   async create({ name, config, concurrency }, ctx) {
     const options = resolveLlamaCppOptions(config, ctx, concurrency);
     let mod: typeof import('./backend.js');

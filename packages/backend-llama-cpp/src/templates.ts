@@ -13,6 +13,7 @@
  * Control tokens written in the template (`<|user|>`, `<|im_start|>`, `{{ bos_token }}`) become the
  * model's special tokens; text that comes from the job never does, so a prompt cannot forge a turn.
  */
+import { readdirSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LlmqError, type GenerationRequest, type Message } from '@llmq/core';
@@ -156,6 +157,28 @@ async function isFile(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+const TEMPLATE_FILE = /^(.+)\.(template|jinja)$/;
+
+/**
+ * For the gateway's check at enqueue (synchronous, no file read): `undefined` when `<dir>` holds
+ * `<name>.template` or `<name>.jinja`, else the names of the templates it does hold.
+ */
+export function findTemplate(dir: string, name: string): string[] | undefined {
+  const isFileSync = (path: string) => statSync(path, { throwIfNoEntry: false })?.isFile() === true;
+  if (TEMPLATE_NAME.test(name) && (isFileSync(join(dir, `${name}.template`)) || isFileSync(join(dir, `${name}.jinja`)))) return undefined;
+  let files: string[];
+  try {
+    files = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const names = files.flatMap((file) => {
+    const match = TEMPLATE_FILE.exec(file);
+    return match?.[1] !== undefined && TEMPLATE_NAME.test(match[1]) ? [match[1]] : [];
+  });
+  return [...new Set(names)].sort();
 }
 
 /**

@@ -68,11 +68,24 @@ export interface BackendCapabilities {
   completion: boolean;
   /** Whether a named `template` may be chosen. */
   templates?: boolean;
+  /**
+   * Looks a job's `template` up where the backend will read it, at enqueue (so a file added later
+   * is found): `undefined` when it is there, else the names that are. Without it any name passes.
+   */
+  findTemplate?: (name: string) => readonly string[] | undefined;
+}
+
+/** Where a model's files are, for capabilities that depend on them (the config's folders). */
+export interface CapabilityContext {
+  /** The config file's directory. */
+  configDir: string;
+  /** The config's top-level `templates_dir`, resolved. */
+  templatesDir?: string | undefined;
 }
 
 export interface BackendDefinition<C = unknown> extends DefinitionBase<'backend', C> {
   /** What requests the backend can serve, checked by the gateway (which never creates a backend). */
-  capabilities: BackendCapabilities | ((config: C) => BackendCapabilities);
+  capabilities: BackendCapabilities | ((config: C, ctx: CapabilityContext) => BackendCapabilities);
   create(options: { name: string; config: C; concurrency: number }, ctx: AdapterContext): Promise<Backend> | Backend;
 }
 
@@ -190,6 +203,6 @@ export function defineSink<C>(def: SinkDefinition<C>): SinkDefinition<C> {
   return def;
 }
 
-export function resolveCapabilities<C>(def: BackendDefinition<C>, config: C): BackendCapabilities {
-  return typeof def.capabilities === 'function' ? def.capabilities(config) : def.capabilities;
+export function resolveCapabilities<C>(def: BackendDefinition<C>, config: C, ctx: CapabilityContext = { configDir: process.cwd() }): BackendCapabilities {
+  return typeof def.capabilities === 'function' ? def.capabilities(config, ctx) : def.capabilities;
 }

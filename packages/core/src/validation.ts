@@ -59,6 +59,12 @@ export function checkCapabilities(request: JobRequest, caps: BackendCapabilities
   if (request.template !== undefined && !caps.templates) {
     throw new LlmqError('ERR_REQUEST_UNSUPPORTED_PARAM', `${p('template')}: the ${backendType} backend of model "${request.model}" does not take named templates`, { param: p('template') });
   }
+  const others = request.template === undefined ? undefined : caps.findTemplate?.(request.template);
+  if (others !== undefined) {
+    throw new LlmqError('ERR_REQUEST_INVALID', `${p('template')}: model "${request.model}" has no template "${request.template}" (available: ${others.join(', ') || 'none'})`, {
+      param: p('template'),
+    });
+  }
   const allowed = new Set<string>(caps.params);
   for (const name of GENERATION_PARAMS) {
     if (request[name] !== undefined && !allowed.has(name)) {

@@ -66,7 +66,7 @@ export async function createPlatform(config: ResolvedConfig, options: { builtins
   config.models.forEach((model, i) => {
     const definition = registry.get('backend', model.backend, `${file}: models[${i}].backend`);
     const parsed = parseOptions(definition, model.options, `models[${i}].options`, file);
-    models.set(model.name, { config: model, definition, options: parsed, capabilities: resolveCapabilities(definition, parsed) });
+    models.set(model.name, { config: model, definition, options: parsed, capabilities: resolveCapabilities(definition, parsed, { configDir: config.config_dir, templatesDir: config.templates_path }) });
   });
   const sources = config.sources.map((entry, i) => {
     const definition = registry.get('source', entry.type, `${file}: sources[${i}].type`);

@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateTinyGguf } from '@llmq/testing';
+import { linesWithRepeatedKeys, repeatedLogKeys } from './helpers/processes.js';
 import { readSse, startStack, type Stack } from './helpers/stack.js';
 
 describe('llama-cpp through the queue (generated tiny GGUF)', () => {
@@ -73,6 +74,13 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     const echo = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'still here' });
     expect((await stack.waitFor(echo.body.id, ['completed'])).result.text).toBe('still here');
     expect(stack.workers[0]!.output()).toMatch(/model \\?"missing\\?" is not served: ERR_MODEL_FILE_MISSING: .*llmq model pull/);
+  });
+
+  it('logs each key once per line (the host binds the model and backend; the backend does not again)', () => {
+    expect(repeatedLogKeys('{"a":1,"b":{"a":2},"c":"\\"a\\":","a":3}')).toEqual(['a']);
+    const output = stack.workers[0]!.output();
+    expect(output).toContain('llama-cpp model ready');
+    expect(linesWithRepeatedKeys(output)).toEqual([]);
   });
 
   it('serves the official openai SDK from the local model, streaming and not', async () => {

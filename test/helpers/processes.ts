@@ -79,3 +79,43 @@ export function e2eBaseConfig(redisUrl: string, prefix: string): Record<string, 
     models: [{ name: 'echo', backend: 'echo', concurrency: 8 }],
   };
 }
+
+/**
+ * Keys that appear more than once at the top level of a JSON log line (a child logger binding a
+ * key its parent already bound). Valid JSON to most parsers, but a log store such as Elasticsearch
+ * rejects the whole line.
+ */
+export function repeatedLogKeys(line: string): string[] {
+  const seen = new Set<string>();
+  const repeated: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+    else if (c === '"') {
+      let end = i + 1;
+      while (end < line.length && line[end] !== '"') end += line[end] === '\\' ? 2 : 1;
+      const text = line.slice(i + 1, end);
+      i = end;
+      let next = i + 1;
+      while (line[next] === ' ') next++;
+      if (depth === 1 && line[next] === ':') {
+        if (seen.has(text)) repeated.push(text);
+        seen.add(text);
+      }
+    }
+  }
+  return repeated;
+}
+
+/** The JSON lines of a process's output that repeat a key, with the keys. */
+export function linesWithRepeatedKeys(output: string): string[] {
+  return output
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .flatMap((line) => {
+      const keys = repeatedLogKeys(line);
+      return keys.length > 0 ? [`${keys.join(', ')}: ${line}`] : [];
+    });
+}

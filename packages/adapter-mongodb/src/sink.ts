@@ -34,7 +34,7 @@ export class MongoSink implements Sink {
   ) {
     this.name = options.name;
     this.config = options.config;
-    this.log = ctx.logger.child({ sink: this.name });
+    this.log = ctx.logger;
     this.client = deps.client;
     this.ownsClient = deps.ownsClient;
     this.ejson = deps.ejson;

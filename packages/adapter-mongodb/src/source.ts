@@ -97,7 +97,7 @@ export class MongoSource implements Source {
     this.config = options.config;
     this.ctx = ctx;
     this.ns = `${this.config.db}.${this.config.collection}`;
-    this.log = ctx.logger.child({ source: this.name, ns: this.ns });
+    this.log = ctx.logger.child({ ns: this.ns });
     this.client = deps.client;
     this.ownsClient = deps.ownsClient;
     this.collection = this.client.db(this.config.db).collection(this.config.collection);

@@ -52,7 +52,7 @@ export class PulsarSink implements Sink {
   constructor(options: { name: string; config: PulsarSinkConfig }, ctx: AdapterContext, deps: { client: PulsarClient; acks: PulsarAckRegistry }) {
     this.name = options.name;
     this.config = options.config;
-    this.log = ctx.logger.child({ sink: this.name });
+    this.log = ctx.logger;
     this.client = deps.client;
     this.acks = deps.acks;
     this.producers = new ProducerCache(this.client, { max: this.config.max_producers, sendTimeoutMs: this.config.send_timeout_ms, logger: this.log });
@@ -141,7 +141,7 @@ export class PulsarSink implements Sink {
 
 export async function createPulsarSink(options: { name: string; config: PulsarSinkConfig }, ctx: AdapterContext, deps: PulsarSinkDeps = {}): Promise<PulsarSink> {
   const mod = await (deps.loadModule ?? loadPulsarClient)();
-  const client = createPulsarClient(mod, options.config, ctx.env, ctx.logger.child({ sink: options.name }), `sinks.${options.name}.options`);
+  const client = createPulsarClient(mod, options.config, ctx.env, ctx.logger, `sinks.${options.name}.options`);
   return new PulsarSink(options, ctx, { client, acks: deps.acks ?? pulsarAcks });
 }
 

@@ -78,7 +78,7 @@ export class PulsarSource implements Source {
     this.name = options.name;
     this.config = options.config;
     this.ctx = ctx;
-    this.log = ctx.logger.child({ source: this.name, topic: this.config.topic });
+    this.log = ctx.logger.child({ topic: this.config.topic });
     this.client = deps.client;
     this.acks = deps.acks;
     this.deadLetter = deadLetterOf(this.config);
@@ -356,7 +356,7 @@ export async function createPulsarSource(
   deps: PulsarSourceDeps = {},
 ): Promise<PulsarSource> {
   const mod = await (deps.loadModule ?? loadPulsarClient)();
-  const client = createPulsarClient(mod, options.config, ctx.env, ctx.logger.child({ source: options.name }), `sources.${options.name}.options`);
+  const client = createPulsarClient(mod, options.config, ctx.env, ctx.logger, `sources.${options.name}.options`);
   return new PulsarSource(options, ctx, { client, acks: deps.acks ?? pulsarAcks });
 }
 

@@ -206,7 +206,8 @@ export class LlamaCppBackend implements Backend {
   }
 
   static async create(name: string, options: ResolvedLlamaCppOptions, ctx: AdapterContext): Promise<LlamaCppBackend> {
-    const logger = ctx.logger.child({ backend: 'llama-cpp', model_name: name });
+    // The host binds the model's name and backend type (see createBackend); binding them again would repeat the keys in every line.
+    const logger = ctx.logger;
     const started = performance.now();
     const handle = await acquireModel(options, logger);
     if (ctx.signal.aborted) {

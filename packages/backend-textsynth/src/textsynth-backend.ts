@@ -76,7 +76,7 @@ export class TextSynthBackend implements Backend {
       }
     }
     this.headers = { ...(apiKey === undefined ? {} : { authorization: `Bearer ${apiKey}` }), ...config.headers };
-    const logger = ctx.logger.child({ backend: name });
+    const logger = ctx.logger;
     this.pool = new ServerPool(resolveServers(config), {
       logger,
       probe: (url, signal) => this.probe(url, signal),

@@ -6,6 +6,7 @@ import {
   errorCode,
   errorDetail,
   requestHash,
+  sleep,
   sha256,
   type EnqueueInput,
   type JobData,
@@ -537,6 +538,11 @@ export class Producer {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([...this.queues.values(), ...(this.dlqQueue ? [this.dlqQueue] : [])].map((q) => q.close()));
+    const queues = [...this.queues.values(), ...(this.dlqQueue ? [this.dlqQueue] : [])];
+    // BullMQ drops a Queue's error listeners when it closes; a Redis version check still in flight
+    // on the shared connection would then fail unheard (an unhandled rejection) once the caller
+    // disconnects it. A queue made just before close (the gateway's, at start-up) finishes it first.
+    await Promise.race([Promise.allSettled(queues.map((q) => q.waitUntilReady())), sleep(1_000)]);
+    await Promise.allSettled(queues.map((q) => q.close()));
   }
 }

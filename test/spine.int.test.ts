@@ -1,7 +1,13 @@
 import { writeFileSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '@llmq/config';
+import { errorCode, silentLogger } from '@llmq/core';
+import { serveGateway } from '@llmq/gateway';
+import { createPlatform } from '@llmq/platform';
 import { readSse, startStack, type Stack } from './helpers/stack.js';
 
 describe('spine over HTTP with a worker child process', () => {
@@ -280,6 +286,33 @@ describe('spine over HTTP with a worker child process', () => {
     expect(cases.length).toBeGreaterThanOrEqual(20);
     const after = (await stack.http('GET', '/v1/queues')).body.data;
     expect(total(after)).toBe(total(before));
+  });
+});
+
+describe('a port already in use', () => {
+  it('stops a worker before it takes a job, and a gateway, naming the setting to change', async () => {
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(0, '0.0.0.0', r));
+    const port = (holder.address() as AddressInfo).port;
+    const stack = await startStack({ workers: 0 });
+    try {
+      const job = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'waits' });
+      const started = stack.spawnWorker({ LLMQ_METRICS_PORT: String(port) });
+      await expect(started).rejects.toThrow(`worker.metrics_port (env LLMQ_METRICS_PORT): port ${port} on 0.0.0.0 is in use by another process; each worker on a host needs a port of its own`);
+      expect(await stack.workers[0]!.exited).toBe(1);
+      expect((await stack.http('GET', `/v1/jobs/${job.body.id}`)).body).toMatchObject({ status: 'queued', attempts: 0, started_at: null });
+
+      const platform = await createPlatform(loadConfig({ path: stack.configPath, env: {} }));
+      const err = await serveGateway({ platform, logger: silentLogger, registry: new Registry(), port, host: '0.0.0.0' }).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(errorCode(err)).toBe('ERR_CONFIG_INVALID');
+      expect(err?.message).toContain(`gateway.port (env PORT): port ${port} on 0.0.0.0 is in use by another process`);
+    } finally {
+      await stack.close();
+      holder.close();
+    }
   });
 });
 

@@ -1,6 +1,6 @@
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from '@llmq/core';
+import { listen, type Logger } from '@llmq/core';
 import type { Platform } from '@llmq/platform';
 import type { Registry } from 'prom-client';
 import { createGateway, type Gateway } from './app.js';
@@ -20,10 +20,13 @@ export async function serveGateway(options: { platform: Platform; logger: Logger
   if (config.gateway.api_keys.length === 0) options.logger.warn('no API keys configured (LLMQ_API_KEYS): the API is open to anyone who can reach it');
   const port = options.port ?? config.gateway.port;
   const host = options.host ?? config.gateway.host;
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = gateway.app.listen(port, host, () => resolve(s));
-    s.once('error', reject);
-  });
+  const server = createServer(gateway.app);
+  try {
+    await listen(server, { port, host, setting: 'gateway.port (env PORT)', fix: 'stop that process or choose another port' });
+  } catch (err) {
+    await gateway.close();
+    throw err;
+  }
   server.keepAliveTimeout = 65_000;
   const address = server.address() as AddressInfo;
   const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`;

@@ -11,8 +11,9 @@ async function main(): Promise<void> {
   const logger = createLogger({ level: config.log_level, name: 'llmq-worker' });
   const platform = await createPlatform(config);
   collectDefaultMetrics({ prefix: 'llmq_worker_process_' });
-  const handle = await startWorker({ platform, logger });
+  // Before any job is taken: a port in use stops start-up with nothing in flight.
   const metricsServer = config.worker.metrics_port > 0 ? await startMetricsServer(config.worker.metrics_port) : undefined;
+  const handle = await startWorker({ platform, logger });
   logger.info({ models: handle.workers.map((w) => w.name), metrics_port: config.worker.metrics_port || null }, 'worker ready');
   let stopping = false;
   const stop = (signal: string) => {

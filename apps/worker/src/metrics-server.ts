@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { register as defaultRegistry, type Registry } from 'prom-client';
+import { listen } from '@llmq/core';
 
 /** The worker's own Prometheus endpoint (`GET /metrics`), so every worker process is scraped. */
 export async function startMetricsServer(port: number, host = '0.0.0.0', registry: Registry = defaultRegistry): Promise<Server> {
@@ -22,9 +23,11 @@ export async function startMetricsServer(port: number, host = '0.0.0.0', registr
       res.writeHead(404).end();
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
+  await listen(server, {
+    port,
+    host,
+    setting: 'worker.metrics_port (env LLMQ_METRICS_PORT)',
+    fix: 'each worker on a host needs a port of its own (or 0, which turns its /metrics off)',
   });
   return server;
 }

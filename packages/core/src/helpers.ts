@@ -1,3 +1,6 @@
+import type { Server } from 'node:net';
+import { LlmqError } from './errors.js';
+
 /** Resolves after `ms`, or at once when `signal` aborts; the timer never holds the process open. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -20,4 +23,22 @@ export function errSummary(err: unknown): { message: string; code?: unknown; nam
     return code === undefined ? { name: err.name, message: err.message } : { name: err.name, message: err.message, code };
   }
   return { message: String(err) };
+}
+
+/**
+ * Listens on `port` of `host`. A port in use (or one this process may not bind) rejects with
+ * ERR_CONFIG_INVALID naming `setting` and how to fix it, rather than a bare EADDRINUSE.
+ */
+export function listen(server: Server, o: { port: number; host: string; setting: string; fix: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'is in use by another process' : err.code === 'EACCES' ? 'may not be bound by this process' : undefined;
+      reject(why === undefined ? err : new LlmqError('ERR_CONFIG_INVALID', `${o.setting}: port ${o.port} on ${o.host} ${why}; ${o.fix}`, { param: o.setting, cause: err }));
+    };
+    server.once('error', onError);
+    server.listen(o.port, o.host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
 }

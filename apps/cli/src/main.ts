@@ -101,6 +101,7 @@ model
   .argument('<uri>', 'hf:<user>/<repo>:<quant>, hf:<user>/<repo>/<file>.gguf, or an https URL')
   .option('-d, --dir <dir>', 'folder to save into', 'models')
   .action(async (uri: string, o: { dir: string }) => {
+    console.error(`pulling ${uri} into ${o.dir}/`);
     let last = 0;
     const path = await pullModel({
       uri,

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCode } from '@llmq/core';
 import { buildTinyGguf } from '@llmq/testing';
-import { pullModel } from './pull.js';
+import { downloadOrigin, pullModel } from './pull.js';
 
 const model = buildTinyGguf({ seed: 5 });
 let server: Server;
@@ -73,6 +73,27 @@ describe('pullModel', () => {
     expect(path).toBe(join(dir, 'tiny.gguf'));
     expect(readFileSync(path).equals(model)).toBe(true);
     expect(progress.at(-1)).toEqual({ downloaded: model.length, total: model.length });
+  });
+
+  it('fails at once, saying what to do, when the server cannot be reached (the downloader would retry for minutes)', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const address = closed.address();
+    await new Promise((resolve) => closed.close(resolve));
+    const port = typeof address === 'object' && address ? address.port : 0;
+    const started = Date.now();
+    const err = await failure(pullModel({ uri: `http://127.0.0.1:${port}/files/tiny.gguf`, dir }));
+    expect(errorCode(err)).toBe('ERR_BACKEND_UNAVAILABLE');
+    expect(err?.message).toContain(`cannot reach http://127.0.0.1:${port} (ECONNREFUSED)`);
+    expect(err?.message).toContain(`copy it into ${dir}`);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it('checks the host node-llama-cpp will download from', () => {
+    expect(downloadOrigin('hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M', {})).toBe('https://huggingface.co');
+    expect(downloadOrigin('hf:a/b/c.gguf', { HF_ENDPOINT: 'https://hf-mirror.example/' })).toBe('https://hf-mirror.example');
+    expect(downloadOrigin('hf:a/b/c.gguf', { MODEL_ENDPOINT: 'not a url', HF_ENDPOINT: 'http://mirror:8080' })).toBe('http://mirror:8080');
+    expect(downloadOrigin('https://example.com:8443/m/x.gguf', {})).toBe('https://example.com:8443');
   });
 
   it('maps a 404 to ERR_REQUEST_INVALID and a non-GGUF answer to ERR_MODEL_LOAD', async () => {

@@ -25,6 +25,45 @@ export interface PullModelOptions {
 
 const URI = /^(hf:[^\s/:#]+\/[^\s]+|https?:\/\/\S+)$/;
 
+/** Where node-llama-cpp fetches a URI from: `hf:` from MODEL_ENDPOINT, HF_ENDPOINT or Hugging Face (its own rule). */
+export function downloadOrigin(uri: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
+  if (!uri.startsWith('hf:')) return new URL(uri).origin;
+  for (const endpoint of [env.MODEL_ENDPOINT, env.HF_ENDPOINT]) {
+    if (endpoint === undefined) continue;
+    try {
+      return new URL(endpoint).origin;
+    } catch {
+      // Not a URL: node-llama-cpp skips it too.
+    }
+  }
+  return 'https://huggingface.co';
+}
+
+/** How long the reachability check waits for any answer. */
+const REACH_TIMEOUT_MS = 15_000;
+
+/**
+ * One request before the download: node-llama-cpp's downloader retries a failed connection 150
+ * times, up to 5 s apart, so without it an offline machine sits silent for minutes. Any HTTP
+ * answer will do; no answer is ERR_BACKEND_UNAVAILABLE at once, saying what to do instead.
+ */
+async function checkReachable(origin: string, dir: string, signal: AbortSignal | undefined): Promise<void> {
+  const timeout = AbortSignal.timeout(REACH_TIMEOUT_MS);
+  try {
+    const res = await fetch(origin, { method: 'HEAD', redirect: 'manual', signal: signal === undefined ? timeout : AbortSignal.any([signal, timeout]) });
+    await res.body?.cancel();
+  } catch (err) {
+    if (signal?.aborted) throw abortReason(signal);
+    const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+    const why = timeout.aborted ? `no answer within ${REACH_TIMEOUT_MS / 1000} s` : String(cause?.code ?? cause?.message ?? (err as Error).message);
+    throw new LlmqError(
+      'ERR_BACKEND_UNAVAILABLE',
+      `cannot reach ${origin} (${why}): pulling a model needs access to it. Without internet access here, download the .gguf on another machine and copy it into ${dir}`,
+      { cause: err },
+    );
+  }
+}
+
 /**
  * Downloads a GGUF model with node-llama-cpp's downloader (parallel connections, split files
  * joined, an existing complete file skipped) and resolves to the path of the file to load.
@@ -49,6 +88,7 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
     throw new LlmqError('ERR_DEPENDENCY_MISSING', `node-llama-cpp cannot be loaded: ${(err as Error).message}`, { cause: err });
   }
   if (signal?.aborted) throw abortReason(signal);
+  await checkReachable(downloadOrigin(uri), dir, signal);
   const onProgress = options.onProgress;
   let path: string;
   try {

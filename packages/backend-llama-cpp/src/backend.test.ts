@@ -2,7 +2,7 @@
  * The llama-cpp backend on real GGUF files: always the generated tiny model, and also the file
  * named by LLMQ_TEST_GGUF when it is set (a third-party model, for conformance).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -450,6 +450,12 @@ describe('llama-cpp backend: start-up errors', () => {
     writeFileSync(corrupt, Buffer.concat([Buffer.from('GGUF\x03\x00\x00\x00', 'latin1'), Buffer.alloc(64, 0xff)]));
     const err = await failure(createBackend({ model_path: corrupt, gpu: false }, 1));
     expect(errorCode(err)).toBe('ERR_MODEL_LOAD');
+    // A download cut short: the message carries llama.cpp's reason, not only "Failed to load model".
+    const cut = join(dir, 'cut.gguf');
+    writeFileSync(cut, readFileSync(tinyPath).subarray(0, Math.floor(statSync(tinyPath).size * 0.6)));
+    const cutErr = await failure(createBackend({ model_path: cut, model_uri: 'hf:acme/tiny-GGUF:Q4_K_M', gpu: false }, 1));
+    expect(errorCode(cutErr)).toBe('ERR_MODEL_LOAD');
+    expect(cutErr?.message).toMatch(/\(llama\.cpp: .*(corrupted or incomplete|file bounds).*; fetch it again with `llmq model pull hf:acme\/tiny-GGUF:Q4_K_M`\)$/);
     expect(llamaCppStats()).toMatchObject({ liveModels: before.liveModels, liveContexts: before.liveContexts });
   });
 

@@ -1,6 +1,9 @@
 /**
  * One llama.cpp runtime per GPU setting and one load per model file per process, shared by every
- * backend instance and job that uses them, reference-counted and disposed with the last user.
+ * backend instance and job that uses them. Models are reference-counted and disposed with their
+ * last user; a runtime is kept for the life of the process (it holds no model memory), because
+ * node-llama-cpp 3.22 routes llama.cpp's log lines only to the first runtime a process creates:
+ * one created after it would print them raw to stderr, outside the structured log.
  */
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama-cpp';
 import { LlmqError, type Logger } from '@llmq/core';
@@ -10,15 +13,17 @@ import { checkModelFile } from './model-file.js';
 
 interface LlamaEntry {
   promise: Promise<Llama>;
-  refs: number;
   /** Receives llama.cpp's own log lines; the most recent user's logger. */
   logger: Logger;
+  /** llama.cpp's most recent error lines, for the message of a load that fails (its own says only "Failed to load model"). */
+  recentErrors: string[];
+  /** Error lines so far, to tell a load's own from those before it. */
+  errorCount: number;
 }
 
 interface ModelEntry {
   promise: Promise<LlamaModel>;
   refs: number;
-  llamaKey: string;
 }
 
 const llamas = new Map<string, LlamaEntry>();
@@ -34,11 +39,11 @@ export interface ModelHandle {
 
 type RuntimeOptions = Pick<ResolvedLlamaCppOptions, 'modelPath' | 'modelUri' | 'gpu' | 'gpuLayers' | 'threads'>;
 
-function acquireLlama(options: RuntimeOptions, logger: Logger): { key: string; entry: LlamaEntry } {
+function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
   const key = String(options.gpu);
   let entry = llamas.get(key);
   if (entry === undefined) {
-    const created: LlamaEntry = { refs: 0, logger, promise: Promise.resolve(undefined as unknown as Llama) };
+    const created: LlamaEntry = { logger, recentErrors: [], errorCount: 0, promise: Promise.resolve(undefined as unknown as Llama) };
     created.promise = getLlama({
       gpu: options.gpu,
       // Never compile llama.cpp inside a worker: use a prebuilt binary or fail clearly.
@@ -48,8 +53,11 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): { key: string; e
       logger(level, message) {
         const text = message.trim();
         if (text === '') return;
-        if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) created.logger.error({ llama_cpp: text }, 'llama.cpp error');
-        else created.logger.warn({ llama_cpp: text }, 'llama.cpp warning');
+        if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) {
+          created.logger.error({ llama_cpp: text }, 'llama.cpp error');
+          created.recentErrors = [...created.recentErrors.slice(-7), text];
+          created.errorCount++;
+        } else created.logger.warn({ llama_cpp: text }, 'llama.cpp warning');
       },
       maxThreads: options.threads,
     }).then(
@@ -67,19 +75,21 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): { key: string; e
     llamas.set(key, created);
     entry = created;
   }
-  entry.refs++;
   entry.logger = logger;
-  return { key, entry };
+  return entry;
 }
 
-async function releaseLlama(key: string): Promise<void> {
-  const entry = llamas.get(key);
-  if (entry === undefined) return;
-  entry.refs--;
-  if (entry.refs > 0) return;
-  llamas.delete(key);
-  const llama = await entry.promise.catch(() => undefined);
-  await llama?.dispose();
+/**
+ * What llama.cpp logged about a failed load (its "error loading model: …" line), and what to do
+ * about a file that is cut short; '' when it logged nothing new.
+ */
+export function loadFailureReason(logged: readonly string[], modelUri?: string): string {
+  const line = logged.find((l) => /error loading model/i.test(l)) ?? logged[0];
+  if (line === undefined) return '';
+  const reason = line.replace(/^.*?error loading model(?: architecture)?:\s*/i, '');
+  const incomplete = /corrupted or incomplete|not within the file bounds|unexpected(ly)? end of file/i.test(reason);
+  const fix = incomplete ? `; fetch it again${modelUri === undefined ? '' : ` with \`llmq model pull ${modelUri}\``}` : '';
+  return ` (llama.cpp: ${reason}${fix})`;
 }
 
 /** Loads (or joins the load of) the model file with these options. */
@@ -94,23 +104,31 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
   }
   if (entry === undefined) {
     loaded = true;
-    const { key: llamaKey, entry: llamaEntry } = acquireLlama(options, logger);
-    const created: ModelEntry = { refs: 0, llamaKey, promise: Promise.resolve(undefined as unknown as LlamaModel) };
+    const llamaEntry = acquireLlama(options, logger);
+    const created: ModelEntry = { refs: 0, promise: Promise.resolve(undefined as unknown as LlamaModel) };
     created.promise = (async () => {
       const llama = await llamaEntry.promise;
+      const errorsBefore = llamaEntry.errorCount;
       try {
         const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
         counters.modelLoads++;
         counters.liveModels++;
         return model;
       } catch (err) {
-        throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}`, { cause: err });
+        // llama.cpp's log lines reach JavaScript through their own queue, after the rejection at
+        // times: give those of this load up to 50 ms to arrive (a failing load only).
+        for (let waited = 0; waited < 50 && llamaEntry.errorCount === errorsBefore; waited += 5) await new Promise((resolve) => setTimeout(resolve, 5));
+        await new Promise((resolve) => setImmediate(resolve));
+        const fresh = Math.min(llamaEntry.errorCount - errorsBefore, llamaEntry.recentErrors.length);
+        const logged = fresh === 0 ? [] : llamaEntry.recentErrors.slice(-fresh);
+        throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}${loadFailureReason(logged, options.modelUri)}`, {
+          cause: err,
+        });
       }
     })();
     void created.promise.catch(() => {
       // Failed loads are forgotten so a later attempt (after fixing the file) tries again.
       if (models.get(key) === created) models.delete(key);
-      void releaseLlama(llamaKey);
     });
     models.set(key, created);
     entry = created;
@@ -140,7 +158,6 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
       models.delete(key);
       await model.dispose();
       counters.liveModels--;
-      await releaseLlama(current.llamaKey);
     },
   };
 }

@@ -1,6 +1,6 @@
 /** Process-wide counters of what the llama-cpp backend has loaded (for tests, /metrics and logs). */
 export interface LlamaCppStats {
-  /** llama.cpp runtimes started (one per GPU setting while any model uses it). */
+  /** llama.cpp runtimes started (one per GPU setting, kept for the life of the process). */
   llamaInits: number;
   /** GGUF files loaded; jobs and backends sharing a file and its options share one load. */
   modelLoads: number;

@@ -298,7 +298,7 @@ describe('a port already in use', () => {
     try {
       const job = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'waits' });
       const started = stack.spawnWorker({ LLMQ_METRICS_PORT: String(port) });
-      await expect(started).rejects.toThrow(`worker.metrics_port (env LLMQ_METRICS_PORT): port ${port} on 0.0.0.0 is in use by another process; each worker on a host needs a port of its own`);
+      await expect(started).rejects.toThrow(`worker.metrics_port (env LLMQ_METRICS_PORT): port ${port} on 0.0.0.0 is in use by another process; each worker or connector on a host needs a port of its own`);
       expect(await stack.workers[0]!.exited).toBe(1);
       expect((await stack.http('GET', `/v1/jobs/${job.body.id}`)).body).toMatchObject({ status: 'queued', attempts: 0, started_at: null });
 

@@ -11,8 +11,10 @@ async function main(): Promise<void> {
   const logger = createLogger({ level: config.log_level, name: 'llmq-connector' });
   const platform = await createPlatform(config);
   collectDefaultMetrics({ prefix: 'llmq_connector_process_' });
-  const handle = await startConnector({ platform, logger });
+  // Before any source is read: a port in use stops start-up with nothing in flight.
   const metricsServer = config.worker.metrics_port > 0 ? await startMetricsServer(config.worker.metrics_port) : undefined;
+  const handle = await startConnector({ platform, logger });
+  metricsServer?.ready();
   logger.info({ sources: platform.sources.map((s) => s.config.name) }, 'connector ready');
   const stop = (signal: string) => {
     logger.info({ signal }, 'connector shutting down');

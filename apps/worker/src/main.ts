@@ -14,6 +14,7 @@ async function main(): Promise<void> {
   // Before any job is taken: a port in use stops start-up with nothing in flight.
   const metricsServer = config.worker.metrics_port > 0 ? await startMetricsServer(config.worker.metrics_port) : undefined;
   const handle = await startWorker({ platform, logger });
+  metricsServer?.ready();
   logger.info({ models: handle.workers.map((w) => w.name), metrics_port: config.worker.metrics_port || null }, 'worker ready');
   let stopping = false;
   const stop = (signal: string) => {

@@ -2,8 +2,21 @@ import { createServer, type Server } from 'node:http';
 import { register as defaultRegistry, type Registry } from 'prom-client';
 import { listen } from '@llmq/core';
 
-/** The worker's own Prometheus endpoint (`GET /metrics`), so every worker process is scraped. */
-export async function startMetricsServer(port: number, host = '0.0.0.0', registry: Registry = defaultRegistry): Promise<Server> {
+export interface MetricsServer {
+  server: Server;
+  /** From now on `/healthz` answers 200 (until then 503 `starting`): call it once the process takes work. */
+  ready(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * The process's own Prometheus endpoint (`GET /metrics`), so every worker and connector is
+ * scraped, and its `/healthz`. Started before the process takes any work, so a port in use stops
+ * it with nothing in flight; `/healthz` says `starting` until {@link MetricsServer.ready}, so a
+ * health check does not count a worker still loading its models as one that serves them.
+ */
+export async function startMetricsServer(port: number, host = '0.0.0.0', registry: Registry = defaultRegistry): Promise<MetricsServer> {
+  let isReady = false;
   const server = createServer((req, res) => {
     if (req.url === '/metrics' || req.url?.startsWith('/metrics?')) {
       registry.metrics().then(
@@ -17,8 +30,8 @@ export async function startMetricsServer(port: number, host = '0.0.0.0', registr
         },
       );
     } else if (req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"status":"ok"}');
+      res.writeHead(isReady ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(isReady ? '{"status":"ok"}' : '{"status":"starting"}');
     } else {
       res.writeHead(404).end();
     }
@@ -27,7 +40,13 @@ export async function startMetricsServer(port: number, host = '0.0.0.0', registr
     port,
     host,
     setting: 'worker.metrics_port (env LLMQ_METRICS_PORT)',
-    fix: 'each worker on a host needs a port of its own (or 0, which turns its /metrics off)',
+    fix: 'each worker or connector on a host needs a port of its own (or 0, which turns its /metrics off)',
   });
-  return server;
+  return {
+    server,
+    ready() {
+      isReady = true;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }

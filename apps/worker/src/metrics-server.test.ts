@@ -1,0 +1,26 @@
+import type { AddressInfo } from 'node:net';
+import { Counter, Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { startMetricsServer } from './metrics-server.js';
+
+describe('the worker metrics server', () => {
+  it('serves /metrics at once, and /healthz only once the process is ready', async () => {
+    const registry = new Registry();
+    new Counter({ name: 'probe_total', help: 'probe', registers: [registry] }).inc(3);
+    const metrics = await startMetricsServer(0, '127.0.0.1', registry);
+    try {
+      const url = `http://127.0.0.1:${(metrics.server.address() as AddressInfo).port}`;
+      const starting = await fetch(`${url}/healthz`);
+      expect(starting.status).toBe(503);
+      expect(await starting.json()).toEqual({ status: 'starting' });
+      expect(await (await fetch(`${url}/metrics`)).text()).toContain('probe_total 3');
+      metrics.ready();
+      const ok = await fetch(`${url}/healthz`);
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toEqual({ status: 'ok' });
+      expect((await fetch(`${url}/nope`)).status).toBe(404);
+    } finally {
+      await metrics.close();
+    }
+  });
+});

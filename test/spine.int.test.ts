@@ -302,8 +302,8 @@ describe('a port already in use', () => {
       expect(await stack.workers[0]!.exited).toBe(1);
       expect((await stack.http('GET', `/v1/jobs/${job.body.id}`)).body).toMatchObject({ status: 'queued', attempts: 0, started_at: null });
 
-      const platform = await createPlatform(loadConfig({ path: stack.configPath, env: {} }));
-      const err = await serveGateway({ platform, logger: silentLogger, registry: new Registry(), port, host: '0.0.0.0' }).then(
+      const platform = await createPlatform(loadConfig({ path: stack.configPath, env: { PORT: String(port) } }));
+      const err = await serveGateway({ platform, logger: silentLogger, registry: new Registry(), host: '0.0.0.0' }).then(
         () => undefined,
         (e: unknown) => e as Error,
       );

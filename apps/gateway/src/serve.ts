@@ -22,7 +22,9 @@ export async function serveGateway(options: { platform: Platform; logger: Logger
   const host = options.host ?? config.gateway.host;
   const server = createServer(gateway.app);
   try {
-    await listen(server, { port, host, setting: 'gateway.port (env PORT)', fix: 'stop that process or choose another port' });
+    // A port passed in (`llmq dev --port`) is not the config's.
+    const setting = options.port === undefined ? 'gateway.port (env PORT)' : 'port';
+    await listen(server, { port, host, setting, fix: 'stop that process or choose another port' });
   } catch (err) {
     await gateway.close();
     throw err;

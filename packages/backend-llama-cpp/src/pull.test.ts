@@ -94,6 +94,9 @@ describe('pullModel', () => {
     expect(downloadOrigin('hf:a/b/c.gguf', { HF_ENDPOINT: 'https://hf-mirror.example/' })).toBe('https://hf-mirror.example');
     expect(downloadOrigin('hf:a/b/c.gguf', { MODEL_ENDPOINT: 'not a url', HF_ENDPOINT: 'http://mirror:8080' })).toBe('http://mirror:8080');
     expect(downloadOrigin('https://example.com:8443/m/x.gguf', {})).toBe('https://example.com:8443');
+    // Values that are not http(s) URLs are skipped, as node-llama-cpp skips them.
+    expect(downloadOrigin('hf:a/b/c.gguf', { HF_ENDPOINT: 'hf-mirror.com:443' })).toBe('https://huggingface.co');
+    expect(downloadOrigin('hf:a/b/c.gguf', { MODEL_ENDPOINT: 'localhost:8080', HF_ENDPOINT: 'ftp://mirror' })).toBe('https://huggingface.co');
   });
 
   it('maps a 404 to ERR_REQUEST_INVALID and a non-GGUF answer to ERR_MODEL_LOAD', async () => {

@@ -25,11 +25,14 @@ export interface PullModelOptions {
 
 const URI = /^(hf:[^\s/:#]+\/[^\s]+|https?:\/\/\S+)$/;
 
-/** Where node-llama-cpp fetches a URI from: `hf:` from MODEL_ENDPOINT, HF_ENDPOINT or Hugging Face (its own rule). */
+/**
+ * Where node-llama-cpp fetches a URI from: `hf:` from MODEL_ENDPOINT, else HF_ENDPOINT, else
+ * Hugging Face; like node-llama-cpp, a value counts only if it is an http(s) URL.
+ */
 export function downloadOrigin(uri: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
   if (!uri.startsWith('hf:')) return new URL(uri).origin;
   for (const endpoint of [env.MODEL_ENDPOINT, env.HF_ENDPOINT]) {
-    if (endpoint === undefined) continue;
+    if (endpoint === undefined || !/^https?:\/\//i.test(endpoint)) continue;
     try {
       return new URL(endpoint).origin;
     } catch {

@@ -19,6 +19,8 @@ interface LlamaEntry {
   recentErrors: string[];
   /** Error lines so far, to tell a load's own from those before it. */
   errorCount: number;
+  /** Model loads on this runtime run one at a time, so each failed load reads its own error lines. */
+  loads: Promise<unknown>;
 }
 
 interface ModelEntry {
@@ -43,7 +45,7 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
   const key = String(options.gpu);
   let entry = llamas.get(key);
   if (entry === undefined) {
-    const created: LlamaEntry = { logger, recentErrors: [], errorCount: 0, promise: Promise.resolve(undefined as unknown as Llama) };
+    const created: LlamaEntry = { logger, recentErrors: [], errorCount: 0, loads: Promise.resolve(), promise: Promise.resolve(undefined as unknown as Llama) };
     created.promise = getLlama({
       gpu: options.gpu,
       // Never compile llama.cpp inside a worker: use a prebuilt binary or fail clearly.
@@ -106,8 +108,7 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
     loaded = true;
     const llamaEntry = acquireLlama(options, logger);
     const created: ModelEntry = { refs: 0, promise: Promise.resolve(undefined as unknown as LlamaModel) };
-    created.promise = (async () => {
-      const llama = await llamaEntry.promise;
+    const load = async (llama: Llama): Promise<LlamaModel> => {
       const errorsBefore = llamaEntry.errorCount;
       try {
         const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
@@ -125,7 +126,12 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
           cause: err,
         });
       }
-    })();
+    };
+    created.promise = llamaEntry.promise.then((llama) => {
+      const turn = llamaEntry.loads.then(() => load(llama));
+      llamaEntry.loads = turn.catch(() => undefined);
+      return turn;
+    });
     void created.promise.catch(() => {
       // Failed loads are forgotten so a later attempt (after fixing the file) tries again.
       if (models.get(key) === created) models.delete(key);

@@ -23,6 +23,13 @@ describe('platform', () => {
     await expect(createPlatform(sink)).rejects.toThrow(/sinks\[0\]\.options\.url/);
   });
 
+  it('refuses a default template the model\'s templates folder lacks at start-up, not at every enqueue', async () => {
+    const config = (template: string) =>
+      loadConfig({ inline: { templates_dir: `${repo}config/templates`, models: [{ name: 'l', backend: 'llama-cpp', defaults: { template }, options: { model_path: 'm.gguf' } }] }, env: {} });
+    expect((await createPlatform(config('phi3'))).models.has('l')).toBe(true);
+    await expect(createPlatform(config('phi-3'))).rejects.toThrow(/models\[0\]\.defaults\.template: no template "phi-3" \(available: chatml, phi3\)/);
+  });
+
   it('rejects at enqueue what the model cannot do, with model defaults applied', async () => {
     const p = await createPlatform(loadConfig({ inline: { models: [{ name: 'e', backend: 'echo', defaults: { max_tokens: 5 } }] }, env: {} }));
     expect(() => validateForModel(p, parseJobRequest({ model: 'e', prompt: 'x', min_p: 0.2 }))).toThrow(/min_p: not supported/);

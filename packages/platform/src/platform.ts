@@ -66,7 +66,15 @@ export async function createPlatform(config: ResolvedConfig, options: { builtins
   config.models.forEach((model, i) => {
     const definition = registry.get('backend', model.backend, `${file}: models[${i}].backend`);
     const parsed = parseOptions(definition, model.options, `models[${i}].options`, file);
-    models.set(model.name, { config: model, definition, options: parsed, capabilities: resolveCapabilities(definition, parsed, { configDir: config.config_dir, templatesDir: config.templates_path }) });
+    const capabilities = resolveCapabilities(definition, parsed, { configDir: config.config_dir, templatesDir: config.templates_path });
+    // A default template that is not there would make every job of the model a 400: a config error.
+    const template = model.defaults.template;
+    const others = typeof template === 'string' ? capabilities.findTemplate?.(template) : undefined;
+    if (others !== undefined) {
+      const param = `models[${i}].defaults.template`;
+      throw new LlmqError('ERR_CONFIG_INVALID', `${file}: ${param}: no template "${String(template)}" (available: ${others.join(', ') || 'none'})`, { param });
+    }
+    models.set(model.name, { config: model, definition, options: parsed, capabilities });
   });
   const sources = config.sources.map((entry, i) => {
     const definition = registry.get('source', entry.type, `${file}: sources[${i}].type`);

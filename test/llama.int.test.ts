@@ -60,6 +60,20 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     expect(batch.body.data[1].status).toBe('queued');
   });
 
+  it('rejects at enqueue a JSON schema keyword the grammar cannot enforce, naming where it is', async () => {
+    const schema = { type: 'object', properties: { age: { type: 'integer', minimum: 0 } }, required: ['age'] };
+    const res = await stack.http('POST', '/v1/jobs', { model: 'tiny', prompt: 'x', response_format: { type: 'json_schema', json_schema: { schema } } });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toMatchObject({ code: 'ERR_REQUEST_UNSUPPORTED_PARAM', param: 'response_format.json_schema.schema.properties.age.minimum' });
+    const openai = await stack.http('POST', '/v1/chat/completions', {
+      model: 'tiny',
+      messages: [{ role: 'user', content: 'x' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'string', pattern: '^a' } } },
+    });
+    expect(openai.status).toBe(400);
+    expect(openai.body.error.param).toBe('response_format.json_schema.schema.pattern');
+  });
+
   it('cancels a running generation and frees the sequence for the next job', async () => {
     const long = await Promise.all([1, 2].map(() => stack.http('POST', '/v1/jobs', { model: 'tiny', prompt: 'x', max_tokens: 200, min_tokens: 200 })));
     for (const r of long) await stack.waitFor(r.body.id, ['active'], 30_000);

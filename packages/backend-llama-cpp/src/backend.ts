@@ -33,6 +33,7 @@ import {
 import { BatchJoiner } from './batch-join.js';
 import { DEFAULT_CONTEXT_SIZE, type ResolvedLlamaCppOptions } from './config.js';
 import { closingBias, closingStart, finiteJsonNumbers } from './json-grammar.js';
+import { checkJsonSchema, toGrammarSchema } from './json-schema.js';
 import { acquireModel, type ModelHandle } from './runtime.js';
 import { SlotPool, abortReason } from './slot-pool.js';
 import { counters } from './stats.js';
@@ -373,12 +374,20 @@ export class LlamaCppBackend implements Backend {
       this.jsonGrammar ??= this.llama.getGrammarFor('json').then((g) => this.withFiniteNumbers(g));
       return this.jsonGrammar;
     }
-    const key = JSON.stringify(format.json_schema.schema);
+    const schema = format.json_schema.schema;
+    const key = JSON.stringify(schema);
     let pending = this.grammars.get(key);
     if (pending === undefined) {
       pending = (async () => {
+        // The gateway checked it; a job enqueued some other way is checked here.
+        const problem = checkJsonSchema(schema);
+        if (problem !== undefined) {
+          throw new LlmqError('ERR_REQUEST_UNSUPPORTED_PARAM', `response_format.json_schema.schema${problem.path}: ${problem.message}`, {
+            param: `response_format.json_schema.schema${problem.path}`,
+          });
+        }
         try {
-          return await this.withFiniteNumbers(await this.llama.createGrammarForJsonSchema(format.json_schema.schema as never));
+          return await this.withFiniteNumbers(await this.llama.createGrammarForJsonSchema(toGrammarSchema(schema) as never));
         } catch (err) {
           throw new LlmqError('ERR_BACKEND_BAD_REQUEST', `response_format.json_schema is not supported: ${(err as Error).message}`, {
             param: 'response_format',

@@ -1,5 +1,6 @@
 import { LlmqError, defineBackend, type BackendCapabilities } from '@llmq/core';
 import { llamaCppConfigSchema, resolveLlamaCppOptions, templatesDirOf, type LlamaCppConfig } from './config.js';
+import { checkJsonSchema } from './json-schema.js';
 import { findTemplate } from './templates.js';
 
 /** What the llama-cpp backend honours; the gateway checks jobs against it without loading the model. */
@@ -34,7 +35,17 @@ export const llamaCppBackend = defineBackend<LlamaCppConfig>({
   // A job naming a template that is not in the model's templates_dir is a 400 at enqueue.
   capabilities: (config, ctx) => {
     const dir = templatesDirOf(config, ctx);
-    return { ...llamaCppCapabilities, findTemplate: (name) => findTemplate(dir, name) };
+    return {
+      ...llamaCppCapabilities,
+      findTemplate: (name) => findTemplate(dir, name),
+      // A schema keyword the grammar cannot enforce is a 400, not an answer that does not match.
+      checkRequest: (request) => {
+        const format = request.response_format;
+        if (format?.type !== 'json_schema') return undefined;
+        const problem = checkJsonSchema(format.json_schema.schema);
+        return problem === undefined ? undefined : { param: `response_format.json_schema.schema${problem.path}`, message: problem.message };
+      },
+    };
   },
   async create({ name, config, concurrency }, ctx) {
     const options = resolveLlamaCppOptions(config, ctx, concurrency);

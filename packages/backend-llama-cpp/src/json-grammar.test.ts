@@ -42,8 +42,11 @@ describe('finiteJsonNumbers', () => {
     'fractional-number-rule ::= "-"? ("0" | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? ("0" | [1-9] [0-9]{0,15}))?';
   const jsonGbnf = 'number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws';
 
-  it('caps exponents at two digits and leaves mantissas alone', () => {
-    expect(finiteJsonNumbers(schemaRule)).toBe('integer-number-rule ::= "-"? ("0" | [1-9] [0-9]{0,15}) ([eE] [-+]? ("0" | [1-9] [0-9]{0,1}))?');
+  it('caps exponents at two digits, writes integers with plain digits, and leaves mantissas alone', () => {
+    expect(finiteJsonNumbers(schemaRule)).toBe('integer-number-rule ::= "-"? ("0" | [1-9] [0-9]{0,15})');
+    expect(finiteJsonNumbers(`root ::= integer-number-rule\n${schemaRule}\n${fractionRule}`)).toBe(
+      `root ::= integer-number-rule\ninteger-number-rule ::= "-"? ("0" | [1-9] [0-9]{0,15})\n${finiteJsonNumbers(fractionRule)}`,
+    );
     expect(finiteJsonNumbers(fractionRule)).toContain('("." [0-9]{1,16})? ([eE] [-+]? ("0" | [1-9] [0-9]{0,1}))?');
     expect(finiteJsonNumbers(jsonGbnf)).toBe('number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,1})? ws');
   });

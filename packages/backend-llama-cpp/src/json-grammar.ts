@@ -35,11 +35,15 @@ export function closingStart(budget: number): number {
 }
 
 /**
- * Limits exponents in a GBNF JSON grammar to two digits. node-llama-cpp's number rules allow up to
- * 16 exponent digits, so a model (random weights especially) can write `85E6858533333`: valid JSON
- * that `JSON.parse` turns into `Infinity`, which then fails an `integer` or `number` schema. With
- * at most 16 mantissa and 2 exponent digits every number stays finite.
+ * Limits exponents in a GBNF JSON grammar to two digits, and takes them out of integers.
+ * node-llama-cpp's number rules allow up to 16 exponent digits, so a model (random weights
+ * especially) can write `85E6858533333`: valid JSON that `JSON.parse` turns into `Infinity`, which
+ * then fails an `integer` or `number` schema. With at most 16 mantissa and 2 exponent digits every
+ * number stays finite. An `integer` written `77e19` is one by JSON Schema's rule, but Python's
+ * `json` reads it as a float and JavaScript cannot hold it exactly: integers get plain digits.
  */
 export function finiteJsonNumbers(gbnf: string): string {
-  return gbnf.replace(/(\[eE\] \[-\+\]\? [^)\n]*?)\{0,15\}/g, '$1{0,1}');
+  return gbnf
+    .replace(/^(integer-number-rule[\w-]* ::= .*?) \(\[eE\] \[-\+\]\? \([^()\n]*\)\)\?$/gm, '$1')
+    .replace(/(\[eE\] \[-\+\]\? [^)\n]*?)\{0,15\}/g, '$1{0,1}');
 }

@@ -73,6 +73,11 @@ export interface BackendCapabilities {
    * is found): `undefined` when it is there, else the names that are. Without it any name passes.
    */
   findTemplate?: (name: string) => readonly string[] | undefined;
+  /**
+   * The backend's own checks of a request at enqueue, beyond `params` (such as what a JSON schema
+   * may use): the first problem, as the field it is about (relative to the request) and what to fix.
+   */
+  checkRequest?: (request: GenerationRequest) => { param: string; message: string } | undefined;
 }
 
 /** Where a model's files are, for capabilities that depend on them (the config's folders). */

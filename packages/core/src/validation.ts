@@ -65,6 +65,10 @@ export function checkCapabilities(request: JobRequest, caps: BackendCapabilities
       param: p('template'),
     });
   }
+  const problem = caps.checkRequest?.(request);
+  if (problem !== undefined) {
+    throw new LlmqError('ERR_REQUEST_UNSUPPORTED_PARAM', `${p(problem.param)}: ${problem.message}`, { param: p(problem.param) });
+  }
   const allowed = new Set<string>(caps.params);
   for (const name of GENERATION_PARAMS) {
     if (request[name] !== undefined && !allowed.has(name)) {

@@ -148,14 +148,20 @@ function isPerson(v: unknown): boolean {
 
 /**
  * Shapes pydantic and hand-written schemas use that node-llama-cpp's grammar gets wrong unless
- * rewritten: an optional field (`anyOf` with null: read as always null) and a `#/definitions/`
- * reference (read as any JSON).
+ * rewritten: an optional field (`anyOf` with null, read as always null), a `#/definitions/`
+ * reference (read as any JSON) and a list of types with an object (read as always null).
  */
 const ticketSchema = {
   type: 'object',
   definitions: { Level: { type: 'string', enum: ['low', 'high'] } },
-  properties: { note: { anyOf: [{ type: 'string' }, { type: 'null' }] }, level: { $ref: '#/definitions/Level' }, n: { type: 'integer' } },
-  required: ['note', 'level', 'n'],
+  // Written in this order: the optional ones first, before closing mode (near max_tokens) favours null.
+  properties: {
+    meta: { type: ['object', 'null'], properties: { k: { type: 'boolean' } }, required: ['k'], additionalProperties: false },
+    note: { anyOf: [{ type: 'string' }, { type: 'null' }] },
+    level: { $ref: '#/definitions/Level' },
+    n: { type: 'integer' },
+  },
+  required: ['note', 'level', 'n', 'meta'],
   additionalProperties: false,
 };
 
@@ -285,18 +291,21 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
   });
 
   it('honours anyOf and #/definitions/ references, and writes integers with plain digits', async () => {
-    const notes: unknown[] = [];
+    const answers: { note: unknown; meta: unknown }[] = [];
     for (const seed of [11, 12, 13, 14, 15, 16]) {
-      const out = await run(backend, { prompt: 'Ticket:', temperature: 1, max_tokens: 40, seed, response_format: { type: 'json_schema', json_schema: { schema: ticketSchema } } });
-      const value = JSON.parse(out.text) as { note: unknown; level: unknown; n: unknown };
-      expect(Object.keys(value).sort(), out.text).toEqual(['level', 'n', 'note']);
+      const out = await run(backend, { prompt: 'Ticket:', temperature: 1, max_tokens: 96, seed, response_format: { type: 'json_schema', json_schema: { schema: ticketSchema } } });
+      const value = JSON.parse(out.text) as { note: unknown; level: unknown; n: unknown; meta: unknown };
+      expect(Object.keys(value).sort(), out.text).toEqual(['level', 'meta', 'n', 'note']);
       expect(['low', 'high'], out.text).toContain(value.level);
       expect(value.note === null || typeof value.note === 'string', out.text).toBe(true);
+      const meta = value.meta as { k?: unknown } | null;
+      expect(meta === null || (Object.keys(meta).join() === 'k' && typeof meta.k === 'boolean'), out.text).toBe(true);
       expect(out.text, 'an integer with an exponent').toMatch(/"n": ?-?\d+\s*[,}]/);
-      notes.push(value.note);
+      answers.push(value);
     }
-    // node-llama-cpp alone turns this anyOf into "always null".
-    expect(notes.some((note) => typeof note === 'string'), JSON.stringify(notes)).toBe(true);
+    // node-llama-cpp alone turns both into "always null".
+    expect(answers.some((a) => typeof a.note === 'string'), JSON.stringify(answers)).toBe(true);
+    expect(answers.some((a) => a.meta !== null), JSON.stringify(answers)).toBe(true);
   });
 
   it('answers a json_object job with a JSON object', async () => {

@@ -42,7 +42,8 @@ export const llamaCppBackend = defineBackend<LlamaCppConfig>({
       checkRequest: (request) => {
         const format = request.response_format;
         if (format?.type !== 'json_schema') return undefined;
-        const problem = checkJsonSchema(format.json_schema.schema);
+        // Optional chaining: config defaults reach here unparsed.
+        const problem = checkJsonSchema((format.json_schema as Partial<typeof format.json_schema> | undefined)?.schema);
         return problem === undefined ? undefined : { param: `response_format.json_schema.schema${problem.path}`, message: problem.message };
       },
     };

@@ -40,7 +40,8 @@ export function closingStart(budget: number): number {
  * especially) can write `85E6858533333`: valid JSON that `JSON.parse` turns into `Infinity`, which
  * then fails an `integer` or `number` schema. With at most 16 mantissa and 2 exponent digits every
  * number stays finite. An `integer` written `77e19` is one by JSON Schema's rule, but Python's
- * `json` reads it as a float and JavaScript cannot hold it exactly: integers get plain digits.
+ * `json` reads it as a float: integers get plain digits (up to 16, so past 2^53 JavaScript still
+ * rounds them).
  */
 export function finiteJsonNumbers(gbnf: string): string {
   return gbnf

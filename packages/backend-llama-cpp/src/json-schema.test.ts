@@ -22,6 +22,12 @@ describe('checkJsonSchema', () => {
     expect(checkJsonSchema(pydanticLike)).toBeUndefined();
     expect(checkJsonSchema({ type: ['integer', 'null'] })).toBeUndefined();
     expect(checkJsonSchema({ allOf: [{ $ref: '#/definitions/A' }], description: 'x', definitions: { A: { type: 'integer' } } })).toBeUndefined();
+    // pydantic's discriminated union; a dict with a size; a tuple; extensions.
+    const pet = { oneOf: [{ $ref: '#/$defs/Cat' }, { $ref: '#/$defs/Dog' }], discriminator: { propertyName: 'kind', mapping: {} } };
+    const cat = { type: 'object', properties: { kind: { const: 'cat' } }, required: ['kind'] };
+    expect(checkJsonSchema({ type: 'object', properties: { pet }, $defs: { Cat: cat, Dog: { ...cat, properties: { kind: { const: 'dog' } } } } })).toBeUndefined();
+    expect(checkJsonSchema({ type: 'object', additionalProperties: { type: 'integer' }, maxProperties: 3, 'x-origin': 'api' })).toBeUndefined();
+    expect(checkJsonSchema({ type: 'array', prefixItems: [{ type: 'string' }, { type: 'integer' }], minItems: 2, maxItems: 2 })).toBeUndefined();
   });
 
   it('names the first keyword it cannot enforce, where it is', () => {
@@ -35,6 +41,22 @@ describe('checkJsonSchema', () => {
     expect(at({ oneOf: [{ type: 'string' }, { not: { type: 'null' } }] })).toBe('.oneOf[1].not');
     expect(at({ type: 'date' })).toBe('.type');
     expect(at({ $defs: { A: { type: 'number', multipleOf: 2 } } })).toBe('.$defs.A.multipleOf');
+    // Combinations node-llama-cpp would read only part of.
+    expect(at({ type: 'object', properties: { k: { type: 'string' } }, anyOf: [{ required: ['k'] }] })).toBe('.anyOf');
+    expect(at({ $ref: '#/$defs/A', maxLength: 2, $defs: { A: { type: 'string' } } })).toBe('.$ref');
+    expect(at({ type: ['string', 'null'], oneOf: [{ type: 'string' }] })).toBe('.oneOf');
+    expect(at({ type: 'string', format: 'date', maxLength: 4 })).toBe('.format');
+    expect(at({ type: 'object', properties: { a: { type: 'string' } }, required: ['a', 'b'] })).toBe('.required');
+    expect(at({ type: 'object', properties: { a: { type: 'string' } }, additionalProperties: true })).toBe('.additionalProperties');
+    expect(at({ type: 'object', minProperties: 2 })).toBe('.minProperties');
+    expect(at({ type: 'object', properties: { a: false } })).toBe('.properties.a');
+    expect(at({ type: 'array', prefixItems: [{ type: 'string' }], items: false })).toBe('.items');
+    expect(at({ type: 'array', prefixItems: [{ type: 'string' }, { type: 'string' }], maxItems: 1 })).toBe('.prefixItems');
+    expect(at({ enum: [{ a: 1 }] })).toBe('.enum');
+    expect(at({ const: [1] })).toBe('.const');
+    expect(at({ $ref: '#/$defs/Missing' })).toBe('.$ref');
+    expect(at({ type: 'object', properties: { a: { $defs: { X: { type: 'string' } } } } })).toBe('.properties.a');
+    expect(at({ $defs: { A: { type: 'string' } }, definitions: { A: { type: 'integer' } } })).toBe('.definitions.A');
     expect(checkJsonSchema({ type: 'object', properties: { a: { minimum: 1 } } })?.message).toMatch(/^"minimum" cannot be enforced by this model's grammar-constrained decoding/);
   });
 });
@@ -47,6 +69,18 @@ describe('toGrammarSchema', () => {
       $defs: { A: { oneOf: [{ type: 'integer' }] } },
     });
     expect(toGrammarSchema({ description: 'd', allOf: [{ type: 'string', maxLength: 2 }] })).toEqual({ description: 'd', type: 'string', maxLength: 2 });
+    expect(toGrammarSchema({ $defs: { A: { type: 'integer' } }, allOf: [{ $defs: { B: { type: 'string' } }, $ref: '#/$defs/A' }] })).toEqual({
+      $defs: { A: { type: 'integer' }, B: { type: 'string' } },
+      $ref: '#/$defs/A',
+    });
+  });
+
+  it('writes a list of types as one schema per type (node-llama-cpp reads ["object", "null"] as always null)', () => {
+    expect(toGrammarSchema({ title: 't', type: ['object', 'null'], properties: { a: { anyOf: [{ type: 'integer' }] } }, required: ['a'] })).toEqual({
+      title: 't',
+      oneOf: [{ type: 'object', properties: { a: { oneOf: [{ type: 'integer' }] } }, required: ['a'] }, { type: 'null' }],
+    });
+    expect(toGrammarSchema({ type: ['string'], maxLength: 3 })).toEqual({ type: 'string', maxLength: 3 });
     // Values that are not schemas are left as they are.
     expect(toGrammarSchema({ enum: [{ anyOf: 1 }], const: { definitions: 2 }, default: { anyOf: 3 } })).toEqual({ enum: [{ anyOf: 1 }], const: { definitions: 2 }, default: { anyOf: 3 } });
   });

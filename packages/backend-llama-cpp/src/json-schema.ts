@@ -10,7 +10,7 @@
  * express another way are rewritten ({@link toGrammarSchema}).
  */
 
-/** Keywords the grammar enforces (`anyOf`, `allOf` and `definitions` through {@link toGrammarSchema}). */
+/** Keywords the grammar enforces (some only in the combinations {@link checkJsonSchema} allows). */
 const ENFORCED = new Set([
   'type',
   'properties',
@@ -34,10 +34,27 @@ const ENFORCED = new Set([
   '$defs',
   'definitions',
 ]);
-/** Keywords that describe and constrain nothing. */
-const ANNOTATIONS = new Set(['title', 'description', '$schema', '$id', '$anchor', '$comment', 'examples', 'default', 'deprecated', 'readOnly', 'writeOnly']);
+/** Keywords that describe and constrain nothing (and `x-…` extensions). */
+const ANNOTATIONS = new Set([
+  'title',
+  'description',
+  '$schema',
+  '$id',
+  '$anchor',
+  '$comment',
+  'examples',
+  'default',
+  'deprecated',
+  'readOnly',
+  'writeOnly',
+  'discriminator',
+  'contentEncoding',
+  'contentMediaType',
+]);
 const FORMATS = new Set(['date-time', 'date', 'time']);
 const TYPES = new Set(['string', 'number', 'integer', 'boolean', 'object', 'array', 'null']);
+/** node-llama-cpp reads one of these per schema and drops every other keyword beside it. */
+const EXCLUSIVE = ['$ref', 'oneOf', 'anyOf', 'allOf'] as const;
 
 export interface SchemaProblem {
   /** Where, below the schema: `.properties.age.minimum`. */
@@ -46,77 +63,122 @@ export interface SchemaProblem {
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isAnnotation = (key: string) => ANNOTATIONS.has(key) || key.startsWith('x-');
+const isPrimitive = (v: unknown) => v === null || ['string', 'number', 'boolean'].includes(typeof v);
+const problem = (path: string, message: string): SchemaProblem => ({ path, message });
 
 /** The first part of `schema` that grammar-constrained decoding cannot enforce, or `undefined`. */
-export function checkJsonSchema(schema: unknown, path = ''): SchemaProblem | undefined {
-  if (typeof schema === 'boolean' && path !== '') return undefined;
-  if (!isObject(schema)) return { path, message: 'must be a JSON schema object' };
-  if ('allOf' in schema && Object.keys(schema).some((key) => key !== 'allOf' && key !== '$defs' && key !== 'definitions' && ENFORCED.has(key))) {
-    return { path: `${path}.allOf`, message: 'allOf next to other keywords cannot be enforced (merge them into one schema)' };
-  }
-  for (const [key, value] of Object.entries(schema)) {
-    const at = `${path}.${key}`;
-    if (ANNOTATIONS.has(key)) continue;
-    if (!ENFORCED.has(key)) {
-      return {
-        path: at,
-        message: `"${key}" cannot be enforced by this model's grammar-constrained decoding, so the answer might not match; leave it out and check it after (enforced: ${[...ENFORCED].join(', ')})`,
-      };
+export function checkJsonSchema(schema: unknown): SchemaProblem | undefined {
+  if (!isObject(schema)) return problem('', 'must be a JSON schema object');
+  const defs = new Set<string>();
+  for (const key of ['$defs', 'definitions']) {
+    const group = schema[key];
+    if (!isObject(group)) continue;
+    for (const name of Object.keys(group)) {
+      if (defs.has(name)) return problem(`.${key}.${name}`, `"${name}" is defined in both $defs and definitions`);
+      defs.add(name);
     }
-    const problem = checkKeyword(key, value, at);
-    if (problem !== undefined) return problem;
+  }
+  return checkSchema(schema, '', defs, true);
+}
+
+function checkSchema(schema: unknown, path: string, defs: ReadonlySet<string>, root = false): SchemaProblem | undefined {
+  if (schema === true) return undefined;
+  if (!isObject(schema)) return problem(path, 'must be a schema object (or true)');
+  const keys = Object.keys(schema).filter((key) => !isAnnotation(key));
+  const unknown = keys.find((key) => !ENFORCED.has(key));
+  if (unknown !== undefined) {
+    return problem(
+      `${path}.${unknown}`,
+      `"${unknown}" cannot be enforced by this model's grammar-constrained decoding, so the answer might not match; leave it out and check it after (enforced: ${[...ENFORCED].join(', ')})`,
+    );
+  }
+  const constraints = keys.filter((key) => key !== '$defs' && key !== 'definitions');
+  for (const key of EXCLUSIVE) {
+    if (constraints.includes(key) && constraints.length > 1) {
+      return problem(`${path}.${key}`, `${key} next to other keywords cannot be enforced (move them into ${key === '$ref' ? 'the referenced schema' : 'each alternative'})`);
+    }
+  }
+  if (!root && keys.some((key) => key === '$defs' || key === 'definitions')) return problem(path, 'definitions are followed only at the top of the schema');
+  if ('format' in schema && ('minLength' in schema || 'maxLength' in schema)) return problem(`${path}.format`, 'format next to minLength/maxLength cannot be enforced (the format wins)');
+  const properties = isObject(schema.properties) ? schema.properties : undefined;
+  const extra = schema.additionalProperties;
+  if (properties !== undefined && extra !== undefined && extra !== false) {
+    return problem(`${path}.additionalProperties`, 'additionalProperties next to properties cannot be enforced (an extra key may repeat a listed one); use false, or leave properties out');
+  }
+  if (('minProperties' in schema || 'maxProperties' in schema) && (properties !== undefined || extra === undefined || extra === false)) {
+    return problem(`${path}.${'minProperties' in schema ? 'minProperties' : 'maxProperties'}`, 'minProperties/maxProperties are enforced only with additionalProperties and without properties');
+  }
+  for (const key of keys) {
+    const found = checkKeyword(schema, key, `${path}.${key}`, defs);
+    if (found !== undefined) return found;
   }
   return undefined;
 }
 
-function checkEach(values: unknown, at: string): SchemaProblem | undefined {
-  if (!Array.isArray(values) || values.length === 0) return { path: at, message: 'must be a non-empty array of schemas' };
+function checkEach(values: unknown, at: string, defs: ReadonlySet<string>): SchemaProblem | undefined {
+  if (!Array.isArray(values) || values.length === 0) return problem(at, 'must be a non-empty array of schemas');
   for (let i = 0; i < values.length; i++) {
-    const problem = checkJsonSchema(values[i], `${at}[${i}]`);
-    if (problem !== undefined) return problem;
+    const found = checkSchema(values[i], `${at}[${i}]`, defs);
+    if (found !== undefined) return found;
   }
   return undefined;
 }
 
-function checkEachValue(values: unknown, at: string): SchemaProblem | undefined {
-  if (!isObject(values)) return { path: at, message: 'must be an object of schemas' };
+function checkEachValue(values: unknown, at: string, defs: ReadonlySet<string>): SchemaProblem | undefined {
+  if (!isObject(values)) return problem(at, 'must be an object of schemas');
   for (const [name, sub] of Object.entries(values)) {
-    const problem = checkJsonSchema(sub, `${at}.${name}`);
-    if (problem !== undefined) return problem;
+    const found = checkSchema(sub, `${at}.${name}`, defs);
+    if (found !== undefined) return found;
   }
   return undefined;
 }
 
-function checkKeyword(key: string, value: unknown, at: string): SchemaProblem | undefined {
+function checkKeyword(schema: Record<string, unknown>, key: string, at: string, defs: ReadonlySet<string>): SchemaProblem | undefined {
+  const value = schema[key];
   switch (key) {
     case 'type': {
       const types = Array.isArray(value) ? value : [value];
-      const bad = types.find((t) => typeof t !== 'string' || !TYPES.has(t));
-      return bad === undefined && types.length > 0 ? undefined : { path: at, message: `must be one of ${[...TYPES].join(', ')}, or an array of them` };
+      const ok = types.length > 0 && types.every((t) => typeof t === 'string' && TYPES.has(t));
+      if (!ok) return problem(at, `must be one of ${[...TYPES].join(', ')}, or an array of them`);
+      return Array.isArray(value) && ('oneOf' in schema || 'anyOf' in schema) ? problem(at, 'a list of types next to oneOf/anyOf cannot be enforced') : undefined;
     }
     case 'properties':
     case '$defs':
     case 'definitions':
-      return checkEachValue(value, at);
+      return checkEachValue(value, at, defs);
+    case 'required': {
+      if (!Array.isArray(value)) return problem(at, 'must be an array of property names');
+      const listed = isObject(schema.properties) ? schema.properties : {};
+      const missing = value.find((name) => typeof name !== 'string' || !(name in listed));
+      return missing === undefined ? undefined : problem(at, `"${String(missing)}" is required but not in properties, so it would never be written`);
+    }
     case 'additionalProperties':
+      return value === false ? undefined : checkSchema(value, at, defs);
     case 'items':
-      return typeof value === 'boolean' ? undefined : checkJsonSchema(value, at);
-    case 'prefixItems':
+      return value === false ? problem(at, 'items: false cannot be enforced; give maxItems instead') : checkSchema(value, at, defs);
+    case 'prefixItems': {
+      const found = checkEach(value, at, defs);
+      if (found !== undefined) return found;
+      const max = schema.maxItems;
+      return typeof max === 'number' && Array.isArray(value) && value.length > max ? problem(at, `holds ${value.length} schemas but maxItems is ${max}`) : undefined;
+    }
     case 'oneOf':
     case 'anyOf':
-      return checkEach(value, at);
+      return checkEach(value, at, defs);
     case 'allOf':
-      return Array.isArray(value) && value.length === 1
-        ? checkJsonSchema(value[0], `${at}[0]`)
-        : { path: at, message: 'only an allOf of one schema can be enforced (merge the schemas into one)' };
+      return Array.isArray(value) && value.length === 1 ? checkSchema(value[0], `${at}[0]`, defs) : problem(at, 'only an allOf of one schema can be enforced (merge the schemas into one)');
+    case 'enum':
+      return Array.isArray(value) && value.length > 0 && value.every(isPrimitive) ? undefined : problem(at, 'must list strings, numbers, booleans or null (objects and arrays cannot be enforced)');
+    case 'const':
+      return isPrimitive(value) ? undefined : problem(at, 'must be a string, number, boolean or null (objects and arrays cannot be enforced)');
     case 'format':
-      return typeof value === 'string' && FORMATS.has(value)
-        ? undefined
-        : { path: at, message: `format "${String(value)}" cannot be enforced (enforced: ${[...FORMATS].join(', ')}); leave it out and check it after` };
-    case '$ref':
-      return typeof value === 'string' && /^#\/(\$defs|definitions)\/[^/]+$/.test(value)
-        ? undefined
-        : { path: at, message: 'only references to "#/$defs/<name>" (or "#/definitions/<name>") can be followed' };
+      return typeof value === 'string' && FORMATS.has(value) ? undefined : problem(at, `format "${String(value)}" cannot be enforced (enforced: ${[...FORMATS].join(', ')}); leave it out and check it after`);
+    case '$ref': {
+      const match = typeof value === 'string' ? /^#\/(?:\$defs|definitions)\/([^/]+)$/.exec(value) : null;
+      if (match === null) return problem(at, 'only references to "#/$defs/<name>" (or "#/definitions/<name>") can be followed');
+      return defs.has(match[1] ?? '') ? undefined : problem(at, `"${String(value)}" names no definition at the top of the schema`);
+    }
     default:
       return undefined;
   }
@@ -124,8 +186,9 @@ function checkKeyword(key: string, value: unknown, at: string): SchemaProblem | 
 
 /**
  * The schema as node-llama-cpp's grammar should see it (a checked schema): `anyOf` as `oneOf`
- * (for generation both are "one of these": a value the grammar allows matches at least one),
- * a one-schema `allOf` merged into its parent, and `definitions` as `$defs`.
+ * (for generation both are "one of these": a value the grammar allows matches at least one), a
+ * list of types as a `oneOf` of one schema per type (node-llama-cpp reads `["object", "null"]` as
+ * always `null`), a one-schema `allOf` merged into its parent, and `definitions` as `$defs`.
  */
 export function toGrammarSchema(schema: unknown): unknown {
   if (Array.isArray(schema)) return schema.map(toGrammarSchema);
@@ -137,10 +200,19 @@ export function toGrammarSchema(schema: unknown): unknown {
     else if (key === 'definitions' || key === '$defs') out.$defs = { ...(out.$defs as object | undefined), ...(eachValue(value) as object) };
     else if (key === 'properties') out.properties = eachValue(value);
     else if (key === '$ref' && typeof value === 'string') out.$ref = value.replace(/^#\/definitions\//, '#/$defs/');
-    // Checked: a one-schema allOf stands alone but for annotations.
-    else if (key === 'allOf' && Array.isArray(value) && value.length === 1) out = { ...out, ...(toGrammarSchema(value[0]) as Record<string, unknown>) };
-    else if (key === 'enum' || key === 'const' || key === 'required' || ANNOTATIONS.has(key)) out[key] = value;
+    else if (key === 'allOf' && Array.isArray(value) && value.length === 1) {
+      // Checked: a one-schema allOf stands alone but for annotations and definitions.
+      const inner = toGrammarSchema(value[0]) as Record<string, unknown>;
+      const $defs = out.$defs === undefined && inner.$defs === undefined ? undefined : { ...(out.$defs as object | undefined), ...(inner.$defs as object | undefined) };
+      out = { ...out, ...inner, ...($defs === undefined ? {} : { $defs }) };
+    } else if (key === 'enum' || key === 'const' || key === 'required' || key === 'type' || isAnnotation(key)) out[key] = value;
     else out[key] = toGrammarSchema(value);
   }
-  return out;
+  if (!Array.isArray(out.type)) return out;
+  const { type, $defs, ...rest } = out;
+  const annotations = Object.fromEntries(Object.entries(rest).filter(([key]) => isAnnotation(key)));
+  const keywords = Object.fromEntries(Object.entries(rest).filter(([key]) => !isAnnotation(key)));
+  const types = type as string[];
+  const alternatives = types.map((t) => (t === 'null' ? { type: 'null' } : { ...keywords, type: t }));
+  return { ...annotations, ...($defs === undefined ? {} : { $defs }), ...(alternatives.length === 1 ? alternatives[0] : { oneOf: alternatives }) };
 }

@@ -23,11 +23,14 @@ describe('platform', () => {
     await expect(createPlatform(sink)).rejects.toThrow(/sinks\[0\]\.options\.url/);
   });
 
-  it('refuses a default template the model\'s templates folder lacks at start-up, not at every enqueue', async () => {
+  it('refuses at start-up, not at every enqueue, defaults the backend would refuse (a missing template, a JSON schema it cannot enforce)', async () => {
     const config = (template: string) =>
       loadConfig({ inline: { templates_dir: `${repo}config/templates`, models: [{ name: 'l', backend: 'llama-cpp', defaults: { template }, options: { model_path: 'm.gguf' } }] }, env: {} });
     expect((await createPlatform(config('phi3'))).models.has('l')).toBe(true);
     await expect(createPlatform(config('phi-3'))).rejects.toThrow(/models\[0\]\.defaults\.template: no template "phi-3" \(available: chatml, phi3\)/);
+    const schema = { type: 'object', properties: { n: { type: 'integer', maximum: 9 } } };
+    const withSchema = loadConfig({ inline: { models: [{ name: 'l', backend: 'llama-cpp', defaults: { response_format: { type: 'json_schema', json_schema: { schema } } }, options: { model_path: 'm.gguf' } }] }, env: {} });
+    await expect(createPlatform(withSchema)).rejects.toThrow(/models\[0\]\.defaults\.response_format\.json_schema\.schema\.properties\.n\.maximum: "maximum" cannot be enforced/);
   });
 
   it('rejects at enqueue what the model cannot do, with model defaults applied', async () => {

@@ -10,6 +10,7 @@ import {
   type Backend,
   type BackendCapabilities,
   type BackendDefinition,
+  type GenerationRequest,
   type JobRequest,
   type Logger,
   type Registry,
@@ -73,6 +74,12 @@ export async function createPlatform(config: ResolvedConfig, options: { builtins
     if (others !== undefined) {
       const param = `models[${i}].defaults.template`;
       throw new LlmqError('ERR_CONFIG_INVALID', `${file}: ${param}: no template "${String(template)}" (available: ${others.join(', ') || 'none'})`, { param });
+    }
+    // Likewise a default the backend refuses (a JSON schema it cannot enforce).
+    const problem = capabilities.checkRequest?.(model.defaults as GenerationRequest);
+    if (problem !== undefined) {
+      const param = `models[${i}].defaults.${problem.param}`;
+      throw new LlmqError('ERR_CONFIG_INVALID', `${file}: ${param}: ${problem.message}`, { param });
     }
     models.set(model.name, { config: model, definition, options: parsed, capabilities });
   });

@@ -88,6 +88,9 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     const echo = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'still here' });
     expect((await stack.waitFor(echo.body.id, ['completed'])).result.text).toBe('still here');
     expect(stack.workers[0]!.output()).toMatch(/model \\?"missing\\?" is not served: ERR_MODEL_FILE_MISSING: .*llmq model pull/);
+    // The API shows which queues no worker takes jobs from.
+    const queues = (await stack.http('GET', '/v1/queues')).body.data as { model: string; workers: number }[];
+    expect(Object.fromEntries(queues.map((q) => [q.model, q.workers]))).toEqual({ echo: 1, tiny: 1, missing: 0 });
   });
 
   it('logs each key once per line (the host binds the model and backend; the backend does not again)', () => {

@@ -69,7 +69,7 @@ program
 
 program.command('status').description('show a job').argument('<id>').action(async (id: string) => print(await client().call('GET', `/v1/jobs/${encodeURIComponent(id)}`)));
 program.command('cancel').description('cancel a job').argument('<id>').action(async (id: string) => print(await client().call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`)));
-program.command('queues').description('job counts per model queue').action(async () => print(await client().call('GET', '/v1/queues')));
+program.command('queues').description('job counts and worker processes per model queue').action(async () => print(await client().call('GET', '/v1/queues')));
 
 const queue = program.command('queue').description('pause or resume a model queue');
 queue.command('pause').argument('<model>').action(async (m: string) => print(await client().call('POST', `/v1/queues/${encodeURIComponent(m)}/pause`)));

@@ -197,7 +197,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   app.get(
     '/v1/queues',
     wrap(async (_req, res) => {
-      const [data, dlq] = await Promise.all([producer.counts(), producer.dlq.count().catch((err: unknown) => Promise.reject(asRedisError(err)))]);
+      const [counts, workers, dlq] = await Promise.all([
+        producer.counts(),
+        producer.workerCounts(),
+        producer.dlq.count().catch((err: unknown) => Promise.reject(asRedisError(err))),
+      ]);
+      const data = counts.map((c) => ({ ...c, workers: workers[c.model] ?? 0 }));
       res.json({ object: 'list', data, dead_letter: { waiting: dlq } });
     }),
   );

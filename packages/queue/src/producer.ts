@@ -495,6 +495,20 @@ export class Producer {
     }
   }
 
+  /**
+   * Worker processes taking jobs of each model now (BullMQ names each worker's blocking
+   * connection after its queue; one CLIENT LIST per model, so for the API, not every scrape).
+   * 0 means jobs wait until a worker that can serve the model starts, e.g. once its file is there.
+   */
+  workerCounts(): Promise<Record<string, number>> {
+    return this.bounded(
+      Promise.all(this.modelNames().map(async (model) => [model, await this.queue(model).getWorkersCount()] as const)).then(
+        (pairs) => Object.fromEntries(pairs),
+        (err: unknown) => Promise.reject(asRedisError(err)),
+      ),
+    );
+  }
+
   async listDlq(offset = 0, limit = 100): Promise<{ total: number; entries: DlqEntry[] }> {
     try {
       const [total, jobs] = await Promise.all([this.dlq.count(), this.dlq.getJobs(['waiting', 'paused', 'prioritized'], offset, offset + limit - 1, true)]);

@@ -91,6 +91,9 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     // The API shows which queues no worker takes jobs from.
     const queues = (await stack.http('GET', '/v1/queues')).body.data as { model: string; workers: number }[];
     expect(Object.fromEntries(queues.map((q) => [q.model, q.workers]))).toEqual({ echo: 1, tiny: 1, missing: 0 });
+    const metrics = (await stack.http('GET', '/metrics')).body as string;
+    expect(metrics).toContain('llmq_queue_workers{model="missing"} 0');
+    expect(metrics).toContain('llmq_queue_workers{model="tiny"} 1');
   });
 
   it('logs each key once per line (the host binds the model and backend; the backend does not again)', () => {

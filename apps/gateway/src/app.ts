@@ -57,12 +57,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     labelNames: ['model', 'state'],
     registers: [registry],
   });
-  /** Reads queue depths and paused flags from Redis right before a scrape. */
+  const queueWorkers = new Gauge({
+    name: 'llmq_queue_workers',
+    help: 'Worker processes taking jobs of each model (read from Redis at scrape time); 0: its jobs wait',
+    labelNames: ['model'],
+    registers: [registry],
+  });
+  /** Reads queue depths, paused flags and worker counts from Redis right before a scrape. */
   const refreshQueueGauges = async () => {
     try {
-      for (const c of await producer.counts()) {
+      const [counts, workers] = await Promise.all([producer.counts(), producer.workerCounts()]);
+      for (const c of counts) {
         for (const state of ['waiting', 'active', 'delayed', 'completed', 'failed'] as const) queueJobs.set({ model: c.model, state }, c[state]);
         metrics.queuePaused.set({ model: c.model }, c.paused ? 1 : 0);
+        queueWorkers.set({ model: c.model }, workers[c.model] ?? 0);
       }
       queueJobs.set({ model: '_dlq', state: 'waiting' }, await producer.dlq.count());
     } catch {

@@ -496,17 +496,31 @@ export class Producer {
   }
 
   /**
-   * Worker processes taking jobs of each model now (BullMQ names each worker's blocking
-   * connection after its queue; one CLIENT LIST per model, so for the API, not every scrape).
+   * Worker processes taking jobs of each model now: BullMQ names each worker's blocking connection
+   * after its queue (as its Queue.getWorkers reads them), so one CLIENT LIST counts them all.
    * 0 means jobs wait until a worker that can serve the model starts, e.g. once its file is there.
    */
   workerCounts(): Promise<Record<string, number>> {
-    return this.bounded(
-      Promise.all(this.modelNames().map(async (model) => [model, await this.queue(model).getWorkersCount()] as const)).then(
-        (pairs) => Object.fromEntries(pairs),
-        (err: unknown) => Promise.reject(asRedisError(err)),
-      ),
-    );
+    return this.bounded(this.workerCountsNow());
+  }
+
+  private async workerCountsNow(): Promise<Record<string, number>> {
+    let list: string;
+    try {
+      list = String(await this.connection.client('LIST'));
+    } catch (err) {
+      throw asRedisError(err);
+    }
+    const names = new Map<string, number>();
+    for (const match of list.matchAll(/(?:^|\s)name=(\S+)/g)) {
+      const name = match[1] ?? '';
+      // A named worker's connection is "<queue's client name>:w:<worker name>".
+      const base = name.includes(':w:') ? name.slice(0, name.indexOf(':w:')) : name;
+      names.set(base, (names.get(base) ?? 0) + 1);
+    }
+    // BullMQ's client name for a queue (QueueBase.clientName, protected): prefix and base64 name.
+    const clientName = (model: string) => `${this.config.redis.prefix}:${Buffer.from(model).toString('base64')}`;
+    return Object.fromEntries(this.modelNames().map((model) => [model, names.get(clientName(model)) ?? 0]));
   }
 
   async listDlq(offset = 0, limit = 100): Promise<{ total: number; entries: DlqEntry[] }> {

@@ -33,7 +33,7 @@ import {
 import { BatchJoiner } from './batch-join.js';
 import { DEFAULT_CONTEXT_SIZE, type ResolvedLlamaCppOptions } from './config.js';
 import { closingBias, closingStart, finiteJsonNumbers } from './json-grammar.js';
-import { checkJsonSchema, toGrammarSchema } from './json-schema.js';
+import { responseFormatProblem, toGrammarSchema } from './json-schema.js';
 import { acquireModel, type ModelHandle } from './runtime.js';
 import { SlotPool, abortReason } from './slot-pool.js';
 import { counters } from './stats.js';
@@ -380,12 +380,8 @@ export class LlamaCppBackend implements Backend {
     if (pending === undefined) {
       pending = (async () => {
         // The gateway checked it; a job enqueued some other way is checked here.
-        const problem = checkJsonSchema(schema);
-        if (problem !== undefined) {
-          throw new LlmqError('ERR_REQUEST_UNSUPPORTED_PARAM', `response_format.json_schema.schema${problem.path}: ${problem.message}`, {
-            param: `response_format.json_schema.schema${problem.path}`,
-          });
-        }
+        const problem = responseFormatProblem(format);
+        if (problem !== undefined) throw new LlmqError('ERR_REQUEST_UNSUPPORTED_PARAM', `${problem.param}: ${problem.message}`, { param: problem.param });
         try {
           return await this.withFiniteNumbers(await this.llama.createGrammarForJsonSchema(toGrammarSchema(schema) as never));
         } catch (err) {

@@ -1,6 +1,6 @@
 import { LlmqError, defineBackend, type BackendCapabilities } from '@llmq/core';
 import { llamaCppConfigSchema, resolveLlamaCppOptions, templatesDirOf, type LlamaCppConfig } from './config.js';
-import { checkJsonSchema } from './json-schema.js';
+import { responseFormatProblem } from './json-schema.js';
 import { findTemplate } from './templates.js';
 
 /** What the llama-cpp backend honours; the gateway checks jobs against it without loading the model. */
@@ -39,13 +39,7 @@ export const llamaCppBackend = defineBackend<LlamaCppConfig>({
       ...llamaCppCapabilities,
       findTemplate: (name) => findTemplate(dir, name),
       // A schema keyword the grammar cannot enforce is a 400, not an answer that does not match.
-      checkRequest: (request) => {
-        const format = request.response_format;
-        if (format?.type !== 'json_schema') return undefined;
-        // Optional chaining: config defaults reach here unparsed.
-        const problem = checkJsonSchema((format.json_schema as Partial<typeof format.json_schema> | undefined)?.schema);
-        return problem === undefined ? undefined : { param: `response_format.json_schema.schema${problem.path}`, message: problem.message };
-      },
+      checkRequest: (request) => responseFormatProblem(request.response_format),
     };
   },
   async create({ name, config, concurrency }, ctx) {

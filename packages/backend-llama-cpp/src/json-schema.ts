@@ -10,6 +10,8 @@
  * express another way are rewritten ({@link toGrammarSchema}).
  */
 
+import type { ResponseFormat } from '@llmq/core';
+
 /** Keywords the grammar enforces (some only in the combinations {@link checkJsonSchema} allows). */
 const ENFORCED = new Set([
   'type',
@@ -182,6 +184,16 @@ function checkKeyword(schema: Record<string, unknown>, key: string, at: string, 
     default:
       return undefined;
   }
+}
+
+/**
+ * The first problem of a request's `response_format` schema, as the request field it is about;
+ * `undefined` for any other format. Tolerates an unparsed value (config defaults reach here).
+ */
+export function responseFormatProblem(format: ResponseFormat | undefined): { param: string; message: string } | undefined {
+  if (format?.type !== 'json_schema') return undefined;
+  const problem = checkJsonSchema((format.json_schema as Partial<typeof format.json_schema> | undefined)?.schema);
+  return problem === undefined ? undefined : { param: `response_format.json_schema.schema${problem.path}`, message: problem.message };
 }
 
 /**

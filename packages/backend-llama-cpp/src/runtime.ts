@@ -15,10 +15,11 @@ interface LlamaEntry {
   promise: Promise<Llama>;
   /** Receives llama.cpp's own log lines; the most recent user's logger. */
   logger: Logger;
-  /** llama.cpp's most recent error lines, for the message of a load that fails (its own says only "Failed to load model"). */
-  recentErrors: string[];
-  /** Error lines so far, to tell a load's own from those before it. */
-  errorCount: number;
+  /**
+   * llama.cpp's error lines while a model load runs, for the message of a load that fails (its own
+   * says only "Failed to load model"); undefined between loads.
+   */
+  loadErrors: string[] | undefined;
   /** Model loads on this runtime run one at a time, so each failed load reads its own error lines. */
   loads: Promise<unknown>;
 }
@@ -45,7 +46,7 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
   const key = String(options.gpu);
   let entry = llamas.get(key);
   if (entry === undefined) {
-    const created: LlamaEntry = { logger, recentErrors: [], errorCount: 0, loads: Promise.resolve(), promise: Promise.resolve(undefined as unknown as Llama) };
+    const created: LlamaEntry = { logger, loadErrors: undefined, loads: Promise.resolve(), promise: Promise.resolve(undefined as unknown as Llama) };
     created.promise = getLlama({
       gpu: options.gpu,
       // Never compile llama.cpp inside a worker: use a prebuilt binary or fail clearly.
@@ -57,8 +58,7 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
         if (text === '') return;
         if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) {
           created.logger.error({ llama_cpp: text }, 'llama.cpp error');
-          created.recentErrors = [...created.recentErrors.slice(-7), text];
-          created.errorCount++;
+          created.loadErrors?.push(text);
         } else created.logger.warn({ llama_cpp: text }, 'llama.cpp warning');
       },
       maxThreads: options.threads,
@@ -83,7 +83,7 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
 
 /**
  * What llama.cpp logged about a failed load (its "error loading model: …" line), and what to do
- * about a file that is cut short; '' when it logged nothing new.
+ * about a file that is cut short; '' when it logged nothing.
  */
 export function loadFailureReason(logged: readonly string[], modelUri?: string): string {
   const line = logged.find((l) => /error loading model/i.test(l)) ?? logged[0];
@@ -109,7 +109,8 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
     const llamaEntry = acquireLlama(options, logger);
     const created: ModelEntry = { refs: 0, promise: Promise.resolve(undefined as unknown as LlamaModel) };
     const load = async (llama: Llama): Promise<LlamaModel> => {
-      const errorsBefore = llamaEntry.errorCount;
+      const logged: string[] = [];
+      llamaEntry.loadErrors = logged;
       try {
         const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
         counters.modelLoads++;
@@ -118,13 +119,13 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
       } catch (err) {
         // llama.cpp's log lines reach JavaScript through their own queue, after the rejection at
         // times: give those of this load up to 50 ms to arrive (a failing load only).
-        for (let waited = 0; waited < 50 && llamaEntry.errorCount === errorsBefore; waited += 5) await new Promise((resolve) => setTimeout(resolve, 5));
+        for (let waited = 0; waited < 50 && logged.length === 0; waited += 5) await new Promise((resolve) => setTimeout(resolve, 5));
         await new Promise((resolve) => setImmediate(resolve));
-        const fresh = Math.min(llamaEntry.errorCount - errorsBefore, llamaEntry.recentErrors.length);
-        const logged = fresh === 0 ? [] : llamaEntry.recentErrors.slice(-fresh);
         throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}${loadFailureReason(logged, options.modelUri)}`, {
           cause: err,
         });
+      } finally {
+        llamaEntry.loadErrors = undefined;
       }
     };
     created.promise = llamaEntry.promise.then((llama) => {

@@ -47,6 +47,11 @@ export function parseJobRequest(body: unknown, prefix = ''): JobRequest {
   return parsed.data;
 }
 
+/** A template name a backend's `findTemplate` did not find, with the ones it has. */
+export function noTemplate(name: string, available: readonly string[]): string {
+  return `no template "${name}" (available: ${available.join(', ') || 'none'})`;
+}
+
 /** Rejects parameters or prompt forms the model's backend cannot honour. */
 export function checkCapabilities(request: JobRequest, caps: BackendCapabilities, backendType: string, prefix = ''): void {
   const p = (name: string) => (prefix ? `${prefix}.${name}` : name);
@@ -61,9 +66,7 @@ export function checkCapabilities(request: JobRequest, caps: BackendCapabilities
   }
   const others = request.template === undefined ? undefined : caps.findTemplate?.(request.template);
   if (others !== undefined) {
-    throw new LlmqError('ERR_REQUEST_INVALID', `${p('template')}: model "${request.model}" has no template "${request.template}" (available: ${others.join(', ') || 'none'})`, {
-      param: p('template'),
-    });
+    throw new LlmqError('ERR_REQUEST_INVALID', `${p('template')}: model "${request.model}" has ${noTemplate(request.template ?? '', others)}`, { param: p('template') });
   }
   const problem = caps.checkRequest?.(request);
   if (problem !== undefined) {

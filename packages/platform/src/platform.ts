@@ -4,6 +4,7 @@ import {
   createRegistry,
   firstIssue,
   loadPlugins,
+  noTemplate,
   resolveCapabilities,
   type AdapterContext,
   type AdapterDefinition,
@@ -73,7 +74,7 @@ export async function createPlatform(config: ResolvedConfig, options: { builtins
     const others = typeof template === 'string' ? capabilities.findTemplate?.(template) : undefined;
     if (others !== undefined) {
       const param = `models[${i}].defaults.template`;
-      throw new LlmqError('ERR_CONFIG_INVALID', `${file}: ${param}: no template "${String(template)}" (available: ${others.join(', ') || 'none'})`, { param });
+      throw new LlmqError('ERR_CONFIG_INVALID', `${file}: ${param}: ${noTemplate(String(template), others)}`, { param });
     }
     // Likewise a default the backend refuses (a JSON schema it cannot enforce).
     const problem = capabilities.checkRequest?.(model.defaults as GenerationRequest);

@@ -12,7 +12,8 @@
 //           weights per token), where the queue's share is what a user pays.
 // Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores − 1, at least 1), BENCH_NS (1,2,4,8), BENCH_ROUNDS (rounds per N: best of, and the median of paired rounds; default: as many as fit
 //        BENCH_SECONDS (45) per N, 6 to 30), BENCH_CTX (512),
-//        BENCH_SIZES (tiny,small,medium), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process).
+//        BENCH_SIZES (tiny,small,medium), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process),
+//        BENCH_FLUSH_MS (the worker's stream_flush_ms; default the config's, 50), BENCH_WARM=0 (no warm-up request before each round, see compare()).
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,6 +39,10 @@ const SECONDS_PER_N = Number(env.BENCH_SECONDS ?? 45);
 const [MIN_ROUNDS, MAX_ROUNDS] = [6, 30];
 const CTX = Number(env.BENCH_CTX ?? 512);
 const PROMPT = 'Once upon a time, in a queue far away,';
+/** The warm-up request before each round: one token; its first token differs from every measured prompt's. */
+const WARM_PROMPT = 'Warm up.';
+/** BENCH_WARM=0 leaves the warm-up out (to measure what it changes). */
+const WARM = env.BENCH_WARM !== '0';
 const SIZES = {
   tiny: {},
   small: { embeddingLength: 512, layers: 6, heads: 8, headsKv: 4, feedForwardLength: 1536 },
@@ -142,6 +147,14 @@ async function directSides(n) {
     completion: roundWith('completion'),
     evaluate: roundWith('evaluate'),
     joined: roundWith('joined'),
+    /** One short request on this context right before a round (see compare()). */
+    async warm() {
+      await sequences[0].clearHistory();
+      const bos = m.tokens.shouldPrependBosToken ? [m.tokens.bos] : [];
+      const iterator = sequences[0].evaluate([...bos, ...m.tokenize(WARM_PROMPT)], { temperature: 0 });
+      await iterator.next();
+      await iterator.return();
+    },
     async close() {
       await context.dispose();
       await m.dispose();
@@ -174,7 +187,7 @@ async function llmqSide(n, redis) {
     log_level: 'warn',
     redis: { url: redis.url, prefix },
     gateway: { port: 0, host: '127.0.0.1' },
-    worker: { metrics_port: 0, watchdog_ms: 0 },
+    worker: { metrics_port: 0, watchdog_ms: 0, ...(env.BENCH_FLUSH_MS ? { stream_flush_ms: Number(env.BENCH_FLUSH_MS) } : {}) },
     models: [{ name: 'local', backend: 'llama-cpp', concurrency: n, timeout_ms: 600_000, options: { model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: false } }],
   };
   const configPath = join(dir, 'llmq.yaml');
@@ -189,12 +202,13 @@ async function llmqSide(n, redis) {
     await new Promise((r) => setTimeout(r, 50));
   }
   let unwatched = 0;
-  const one = async (i, r) => {
+  let done = 0;
+  const one = async (i, r, { prompt = promptFor(r, i), maxTokens = TOKENS, warmUp = false } = {}) => {
     const t0 = performance.now();
     const res = await fetch(`${gw.url}/v1/jobs`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'local', prompt: promptFor(r, i), max_tokens: TOKENS, temperature: 0 }),
+      body: JSON.stringify({ model: 'local', prompt, max_tokens: maxTokens, temperature: 0 }),
     });
     const { id } = await res.json();
     const sse = await fetch(`${gw.url}/v1/jobs/${id}/events`);
@@ -227,17 +241,28 @@ async function llmqSide(n, redis) {
       decode: view.completed_at - view.first_token_at,
       deliver: doneAt - view.completed_at,
     };
-    if (first === undefined) {
-      // No live token reached the SSE stream: it ended from the stored result (the gateway's 5 s
-      // safety net), so this round measures that timer, not llmq. Say so, with the worker's log.
-      unwatched++;
-      if (unwatched === 1) process.stderr.write(`bench: job ${id} (N=${n}) got no live events over SSE; worker output so far:\n${out}\n`);
+    if (first === undefined && result.usage.completion_tokens > 0 && !warmUp) {
+      if (/^event: status\ndata: .*"status":"completed"/.test(buf)) {
+        // The job was done before its stream opened (a short job): the stream answered at once
+        // from the stored result, and the client's first text came with it.
+        done++;
+        first = end - t0;
+      } else {
+        // No live token reached the SSE stream: it ended from the stored result (the gateway's 5 s
+        // safety net), so this round measures that timer, not llmq. Say so, with the worker's log.
+        unwatched++;
+        if (unwatched === 1) process.stderr.write(`bench: job ${id} (N=${n}) got no live events over SSE; worker output so far:\n${out}\n`);
+      }
     }
     return { first, end, tokens: result.usage.completion_tokens, stages };
   };
   // Warm-up request (model load happens at worker start; this settles the first decode).
-  await one(-1, -1);
+  await one(-1, -1, { warmUp: true });
   return {
+    /** One short job through the whole path right before a round (see compare()). */
+    async warm() {
+      await one(-1, -1, { prompt: WARM_PROMPT, maxTokens: 1, warmUp: true });
+    },
     async round(r) {
       const started = performance.now();
       const cpu0 = [process.cpuUsage(), cpuMs(worker.pid), cpuMs(redis.pid)];
@@ -256,6 +281,10 @@ async function llmqSide(n, redis) {
     /** Jobs whose stream got no live event (see `one`). */
     get unwatched() {
       return unwatched;
+    },
+    /** Jobs already done when their stream opened (see `one`). */
+    get doneBeforeStream() {
+      return done;
     },
     /** Stops the worker; returns its RSS in bytes, read just before. */
     async close() {
@@ -276,6 +305,7 @@ async function compare(n, redis) {
   const direct = await directSides(n);
   const llmq = await llmqSide(n, redis);
   const round = { completion: direct.completion, evaluate: direct.evaluate, joined: direct.joined, llmq: llmq.round };
+  const warm = { completion: direct.warm, evaluate: direct.warm, joined: direct.warm, llmq: llmq.warm };
   const results = Object.fromEntries(SIDES.map((k) => [k, []]));
   let rss;
   // Short rounds (the tiny model) are the noisiest and cheap to repeat: unless BENCH_ROUNDS fixes
@@ -286,6 +316,15 @@ async function compare(n, redis) {
     for (let r = 0; r < roundCount; r++) {
       for (let k = 0; k < SIDES.length; k++) {
         const name = SIDES[(r + k) % SIDES.length];
+        // Every side's round starts right after a short request of its own, outside the timing.
+        // On this machine a context that has not decoded for a while (0.2 s or more, or while
+        // another context decoded) evaluates its next prompt much slower; the tokens after it run
+        // at their usual speed. A 13-token prompt: small model 25 ms warm, 46–72 ms after 0.2–1.5 s
+        // idle; medium 76–99 ms warm, 181–286 ms. Without the warm-up, a side that follows another
+        // side's round pays that once per round. With the rotation that is llmq in every round (its
+        // worker idles through the direct rounds), `completion` in three of four, `evaluate` in one
+        // of four and `joined` never (the other two follow a direct round on the same context).
+        if (WARM) await warm[name]();
         results[name].push(await round[name](r));
       }
       if (r === 0 && FIXED_ROUNDS === undefined) {
@@ -310,7 +349,7 @@ async function compare(n, redis) {
   // llmq against direct with the same batching: what the queue itself (HTTP, Redis, SSE, worker) costs.
   const pairedJoined = pairedWith('joined');
   const rounds = Object.fromEntries(SIDES.map((k) => [k, results[k].map((x) => Math.round(x.tps * 10) / 10)]));
-  return { direct: { ...pick, completion, evaluate, joined: best(results.joined) }, llmq: { ...best(results.llmq), rss, unwatched: llmq.unwatched }, paired, pairedJoined, rounds };
+  return { direct: { ...pick, completion, evaluate, joined: best(results.joined) }, llmq: { ...best(results.llmq), rss, unwatched: llmq.unwatched, doneBeforeStream: llmq.doneBeforeStream }, paired, pairedJoined, rounds };
 }
 
 const redis = await startRedis();
@@ -328,6 +367,7 @@ try {
       rows.push(row);
       say(`  N=${n}: direct ${d.tps.toFixed(1)} tok/s via ${d.api} (completion ${d.completion.tps.toFixed(1)}, evaluate ${d.evaluate.tps.toFixed(1)}; joined ${d.joined.tps.toFixed(1)}; TTFT ${d.ttft.toFixed(0)} ms), llmq ${l.tps.toFixed(1)} tok/s (TTFT ${l.ttft.toFixed(0)} ms), ratio ${row.ratio.toFixed(2)}; ` +
         `${paired.length} rounds, per round ${paired.map((x) => x.toFixed(2)).join(' ')}; vs joined ${pairedJoined.map((x) => x.toFixed(2)).join(' ')}`);
+      if (l.doneBeforeStream > 0) say(`  ${l.doneBeforeStream} llmq job(s) at N=${n} were done before their SSE stream opened: their text came with the final event (their time to first token is that event's)`);
       if (l.unwatched > 0) say(`  WARNING: ${l.unwatched} llmq job(s) at N=${n} got no live SSE event and ended from the stored result after the gateway's 5 s safety net: this row does not measure llmq's path`);
     }
     tables.push({ model: m.label, path: m.path, rows });

@@ -15,6 +15,7 @@
 //        BENCH_SIZES (tiny,small,medium), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process),
 //        BENCH_FLUSH_MS (the worker's stream_flush_ms; default the config's, 50), BENCH_WARM=0 (no warm-up request before each round, see compare()).
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -203,44 +204,43 @@ async function llmqSide(n, redis) {
   }
   let unwatched = 0;
   let done = 0;
+  // The load client: node:http with keep-alive rather than fetch, which here costs ~0.6 ms more CPU
+  // per request (and more per streamed chunk) on the core the client shares with the gateway,
+  // Redis and the worker's JavaScript: a user's clients run elsewhere.
+  const agent = new http.Agent({ keepAlive: true });
+  const base = new URL(gw.url);
+  const request = (method, path, body, onData) =>
+    new Promise((resolve, reject) => {
+      const req = http.request(
+        { host: base.hostname, port: base.port, method, path, agent, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk) => {
+            text += chunk;
+            onData?.(text);
+          });
+          res.on('end', () => resolve(text));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
   const one = async (i, r, { prompt = promptFor(r, i), maxTokens = TOKENS, warmUp = false } = {}) => {
     const t0 = performance.now();
-    const res = await fetch(`${gw.url}/v1/jobs`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'local', prompt, max_tokens: maxTokens, temperature: 0 }),
-    });
-    const { id } = await res.json();
-    const sse = await fetch(`${gw.url}/v1/jobs/${id}/events`);
-    const decoder = new TextDecoder();
-    let buf = '';
+    const { id } = JSON.parse(await request('POST', '/v1/jobs', JSON.stringify({ model: 'local', prompt, max_tokens: maxTokens, temperature: 0 })));
     let first;
-    let result;
-    for await (const chunk of sse.body) {
-      buf += decoder.decode(chunk, { stream: true });
-      if (first === undefined && buf.includes('event: token')) first = performance.now() - t0;
-      if (buf.includes('event: completed')) {
-        const m = /event: completed\ndata: (.*)\n/.exec(buf);
-        if (m) {
-          result = JSON.parse(m[1]).result;
-          break;
-        }
-      }
-      if (buf.includes('event: failed')) throw new Error(`job failed: ${buf}`);
-    }
-    const end = performance.now();
-    const doneAt = Date.now();
-    const t0Wall = doneAt - (end - t0);
-    // The job's stored view, for the stage timings only: fetched after `end`, outside the timing.
-    const view = (await (await fetch(`${gw.url}/v1/jobs/${id}`)).json());
-    // Wall-clock stages of this job (ms): POST → in Redis → started by the worker → first token → completed → seen over SSE.
-    const stages = {
-      enqueue: view.created_at - t0Wall,
-      wait: view.started_at - view.created_at,
-      first_token: view.first_token_at - view.started_at,
-      decode: view.completed_at - view.first_token_at,
-      deliver: doneAt - view.completed_at,
-    };
+    let end;
+    // The gateway ends the stream right after its final event.
+    const buf = await request('GET', `/v1/jobs/${id}/events`, undefined, (text) => {
+      if (first === undefined && text.includes('event: token')) first = performance.now() - t0;
+      if (end === undefined && text.includes('event: completed')) end = performance.now();
+    });
+    const m = /event: completed\ndata: (.*)\n/.exec(buf);
+    if (!m) throw new Error(`job ${id} did not complete: ${buf}`);
+    const result = JSON.parse(m[1]).result;
+    const doneAt = Date.now() - (performance.now() - end);
     if (first === undefined && result.usage.completion_tokens > 0 && !warmUp) {
       if (/^event: status\ndata: .*"status":"completed"/.test(buf)) {
         // The job was done before its stream opened (a short job): the stream answered at once
@@ -254,7 +254,22 @@ async function llmqSide(n, redis) {
         if (unwatched === 1) process.stderr.write(`bench: job ${id} (N=${n}) got no live events over SSE; worker output so far:\n${out}\n`);
       }
     }
-    return { first, end, tokens: result.usage.completion_tokens, stages };
+    return { id, first, end, t0Wall: doneAt - (end - t0), doneAt, tokens: result.usage.completion_tokens };
+  };
+  /**
+   * Wall-clock stages of a job (ms): POST → in Redis → started by the worker → first token →
+   * completed → seen over SSE. Read from the job's stored view after the round, so the reads add no
+   * load to it.
+   */
+  const stagesOf = async (run) => {
+    const view = JSON.parse(await request('GET', `/v1/jobs/${run.id}`));
+    return {
+      enqueue: view.created_at - run.t0Wall,
+      wait: view.started_at - view.created_at,
+      first_token: view.first_token_at - view.started_at,
+      decode: view.completed_at - view.first_token_at,
+      deliver: run.doneAt - view.completed_at,
+    };
   };
   // Warm-up request (model load happens at worker start; this settles the first decode).
   await one(-1, -1, { warmUp: true });
@@ -272,9 +287,10 @@ async function llmqSide(n, redis) {
       const wall = (Math.max(...runs.map((x) => x.end)) - started) / 1000;
       const tokens = runs.reduce((a, x) => a + x.tokens, 0);
       if (env.BENCH_STAGES) {
-        const keys = Object.keys(runs[0].stages);
-        say(`    N=${n} llmq round ${r}: wall ${(wall * 1000).toFixed(0)} ms; median stage ms ${keys.map((k) => `${k} ${median(runs.map((x) => x.stages[k])).toFixed(0)}`).join(', ')}; ` +
-          `max wait ${Math.max(...runs.map((x) => x.stages.wait)).toFixed(0)}; CPU ms gateway+client ${((cpu1[0].user + cpu1[0].system) / 1000).toFixed(0)}, worker ${cpu1[1] - cpu0[1]}, redis ${cpu1[2] - cpu0[2]}`);
+        const stages = await Promise.all(runs.map(stagesOf));
+        const keys = Object.keys(stages[0]);
+        say(`    N=${n} llmq round ${r}: wall ${(wall * 1000).toFixed(0)} ms; median stage ms ${keys.map((k) => `${k} ${median(stages.map((x) => x[k])).toFixed(0)}`).join(', ')}; ` +
+          `max wait ${Math.max(...stages.map((x) => x.wait)).toFixed(0)}; CPU ms gateway+client ${((cpu1[0].user + cpu1[0].system) / 1000).toFixed(0)}, worker ${cpu1[1] - cpu0[1]}, redis ${cpu1[2] - cpu0[2]}`);
       }
       return { tps: tokens / wall, ttft: median(runs.map((x) => x.first)), tokens };
     },
@@ -291,6 +307,7 @@ async function llmqSide(n, redis) {
       const rss = rssOf(worker.pid);
       worker.kill('SIGTERM');
       await new Promise((r) => worker.once('exit', r));
+      agent.destroy();
       await gw.close();
       return rss;
     },

@@ -411,6 +411,9 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     await Promise.all(Array.from({ length: 20 }, (_, i) => failure(run(backend, { prompt: 'x', template: `missing-${i}` }))));
     expect(backend.cacheSizes.grammars).toBeLessThanOrEqual(32);
     expect(backend.cacheSizes.templates).toBeLessThanOrEqual(2);
+    // A JSON answer ends at the grammar's stop text while the token after it is still decoding;
+    // its sequence is free once that decode is done.
+    await waitFor('all sequences to be free', () => backend.load.busy === 0);
     expect(backend.load).toEqual({ sequences: 4, busy: 0, waiting: 0 });
   });
 

@@ -53,6 +53,11 @@ interface Slot {
   sequence: LlamaContextSequence;
 }
 
+/** Set by a job's decode when its sequence is still decoding a token the answer does not need. */
+interface DecodeEnd {
+  drained: Promise<void> | undefined;
+}
+
 /** A prompt ready to decode. */
 export interface PreparedPrompt {
   /** Tokens as decoded, including the beginning-of-sequence token when the model uses one. */
@@ -469,15 +474,16 @@ export class LlamaCppBackend implements Backend {
     const grammar = await this.grammarFor(request.response_format);
     throwIfAborted(signal);
     const slot = await this.pool.acquire(signal);
-    const run = this.decode(slot, prompt, grammar, input);
-    this.running.add(run);
-    // The sequence goes back to the pool only once decoding has really stopped.
-    void run
-      .catch(() => undefined)
-      .then(() => {
-        this.running.delete(run);
-        if (!this.closed) this.pool.release(slot);
-      });
+    const end: DecodeEnd = { drained: undefined };
+    const run = this.decode(slot, prompt, grammar, input, end);
+    // The sequence goes back to the pool only once decoding has really stopped, which can be a
+    // token after the job's answer (see decode()).
+    const stopped = run.catch(() => undefined).then(() => end.drained);
+    this.running.add(stopped);
+    void stopped.then(() => {
+      this.running.delete(stopped);
+      if (!this.closed) this.pool.release(slot);
+    });
     return raceAbort(run, signal);
   }
 
@@ -498,7 +504,7 @@ export class LlamaCppBackend implements Backend {
     }
   }
 
-  private async decode(slot: Slot, prompt: PreparedPrompt, grammar: LlamaGrammar | undefined, input: GenerateInput): Promise<GenerateOutput> {
+  private async decode(slot: Slot, prompt: PreparedPrompt, grammar: LlamaGrammar | undefined, input: GenerateInput, end: DecodeEnd): Promise<GenerateOutput> {
     const { request, signal } = input;
     const model = this.model;
     const { sequence } = slot;
@@ -579,12 +585,20 @@ export class LlamaCppBackend implements Backend {
       return model.detokenize(pending, false, last);
     };
     const iterator = sequence.evaluate(promptTokens.slice(sequence.nextTokenIndex), options);
+    /** A token requested and not yet received: llama.cpp is decoding (or about to). */
+    let ahead: Promise<IteratorResult<Token, void>> | undefined;
+    const requestNext = async (): Promise<IteratorResult<Token, void>> => {
+      while (this.pause !== undefined) await this.pause;
+      if (signal.aborted) throw abortReason(signal);
+      ahead = iterator.next();
+      // Settled below or drained in `finally`; never an unhandled rejection.
+      ahead.catch(() => undefined);
+      return ahead;
+    };
     try {
-      while (sampled < limit) {
-        while (this.pause !== undefined) await this.pause;
-        if (signal.aborted) throw abortReason(signal);
-        const next = await iterator.next();
-        if (next.done) break;
+      let next = sampled < limit ? await requestNext() : undefined;
+      ahead = undefined;
+      while (next !== undefined && !next.done) {
         const token = next.value;
         sampled++;
         if (model.isEogToken(token) || stopTokens.has(token)) {
@@ -593,14 +607,28 @@ export class LlamaCppBackend implements Backend {
         }
         generated.push(token);
         pending.push(token);
+        // Ask for the next token before working out this one's text: llama.cpp decodes while
+        // JavaScript detokenizes, checks stop strings and streams, rather than after it. At one
+        // sequence node-llama-cpp hands the decode over within the microtasks that follow; the
+        // immediate lets them run first. A stop string then costs one token decoded in vain,
+        // after the answer (the sequence is released once that decode is done).
+        const following = sampled < limit ? requestNext() : undefined;
+        if (following !== undefined) {
+          // Awaited below, after the text; an abort before the request must not go unhandled meanwhile.
+          following.catch(() => undefined);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
         const text = detokenizePending();
         // A character split over several byte tokens: wait for its other bytes (at most 4).
-        if (text.endsWith('\uFFFD') && pending.length < 4 && sampled < limit) continue;
-        pending = [];
-        if (stops.push(text)) {
-          stopReason = 'stop';
-          break;
+        if (!(text.endsWith('\uFFFD') && pending.length < 4 && following !== undefined)) {
+          pending = [];
+          if (stops.push(text)) {
+            stopReason = 'stop';
+            break;
+          }
         }
+        next = await following;
+        ahead = undefined;
       }
       if (pending.length > 0 && stopReason !== 'stop' && stops.push(detokenizePending())) stopReason = 'stop';
     } catch (err) {
@@ -610,7 +638,10 @@ export class LlamaCppBackend implements Backend {
       throw new LlmqError('ERR_BACKEND_FAILED', `llama.cpp generation failed: ${(err as Error).message}`, { cause: err });
     } finally {
       // Ends the evaluation (and frees the sequence's evaluation lock) without decoding further.
-      await iterator.return();
+      // With a token still being decoded, that waits for it: the answer does not.
+      const stopped = iterator.return().then(() => undefined);
+      if (ahead === undefined) await stopped;
+      else end.drained = stopped.catch(() => undefined);
     }
 
     const completionTokens = stopReason === 'eog' ? sampled - 1 : sampled;

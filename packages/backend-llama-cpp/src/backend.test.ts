@@ -45,7 +45,7 @@ interface JobRun {
   controller: AbortController;
 }
 
-function startJob(backend: LlamaCppBackend, request: Omit<GenerationRequest, 'model'>, signal?: AbortSignal): JobRun {
+function startJob(backend: LlamaCppBackend, request: Omit<GenerationRequest, 'model'>, signal?: AbortSignal, onText?: () => void): JobRun {
   const controller = new AbortController();
   const chunks: string[] = [];
   let first: number | undefined;
@@ -60,6 +60,7 @@ function startJob(backend: LlamaCppBackend, request: Omit<GenerationRequest, 'mo
     onToken(text) {
       first ??= performance.now();
       chunks.push(text);
+      onText?.();
     },
   });
   void promise.then(
@@ -227,6 +228,27 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     // Still loaded for the first backend.
     await expect(backend.check()).resolves.toBeUndefined();
     expect((await run(backend, { prompt: 'Still here', max_tokens: 2, temperature: 0 })).usage.completion_tokens).toBe(2);
+  });
+
+  it('asks for the next token before it works out and streams the text of the current one', async () => {
+    // So llama.cpp decodes while JavaScript detokenizes, checks stop strings and streams. Checked
+    // with one job on this 4-sequence context (node-llama-cpp starts the decode from an immediate)
+    // and on a context of one sequence (it starts it at once).
+    const single = await createBackend({ model_path: path, context_size: 256, threads: 1, gpu: false }, 1);
+    try {
+      for (const b of [backend, single]) {
+        const observed = observeBatches(b);
+        const begun: number[] = [];
+        const job = startJob(b, { prompt: 'Count with me:', max_tokens: 12, temperature: 0 }, undefined, () => begun.push(observed.batches.length));
+        await job.promise.finally(observed.stop);
+        expect(begun.length).toBeGreaterThanOrEqual(6);
+        // Batch 1 is the prompt's. When text k is streamed, batch k + 1 (the one that yields the
+        // token after it) has begun; the last text has no token after it.
+        begun.slice(0, -1).forEach((batches, i) => expect(batches, `batches begun when text ${i + 1} of ${begun.length} was streamed`).toBeGreaterThanOrEqual(i + 2));
+      }
+    } finally {
+      await single.close();
+    }
   });
 
   it('gives the same greedy answer every time, and the same sampled answer for the same seed', async () => {

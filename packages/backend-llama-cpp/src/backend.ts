@@ -70,6 +70,11 @@ export interface PreparedPrompt {
   source: string;
 }
 
+/** Resolves in the check phase of the event loop, after the immediates already set. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 function throwIfAborted(signal: AbortSignal): void {
   if (signal.aborted) throw abortReason(signal);
 }
@@ -608,20 +613,24 @@ export class LlamaCppBackend implements Backend {
         generated.push(token);
         pending.push(token);
         // Ask for the next token before working out this one's text: llama.cpp decodes while
-        // JavaScript detokenizes, checks stop strings and streams, rather than after it. At one
-        // sequence node-llama-cpp hands the decode over within the microtasks that follow; the
-        // immediate lets them run first. A stop string then costs one token decoded in vain,
-        // after the answer (the sequence is released once that decode is done).
+        // JavaScript detokenizes, checks stop strings and streams, rather than after it. With every
+        // sequence of the context waiting, node-llama-cpp hands the decode over within the
+        // microtasks that follow; otherwise from an immediate that it sets in those microtasks,
+        // after ours: the second turn lets that one run first. A stop string then costs one token
+        // decoded in vain, after the answer (the sequence is released once that decode is done).
         const following = sampled < limit ? requestNext() : undefined;
         if (following !== undefined) {
           // Awaited below, after the text; an abort before the request must not go unhandled meanwhile.
           following.catch(() => undefined);
-          await new Promise((resolve) => setImmediate(resolve));
+          await nextTurn();
+          if (this.options.sequences > 1) await nextTurn();
         }
         const text = detokenizePending();
         // A character split over several byte tokens: wait for its other bytes (at most 4).
         if (!(text.endsWith('\uFFFD') && pending.length < 4 && following !== undefined)) {
           pending = [];
+          // Nothing is streamed once the job is aborted.
+          if (signal.aborted) throw abortReason(signal);
           if (stops.push(text)) {
             stopReason = 'stop';
             break;
@@ -663,7 +672,10 @@ export class LlamaCppBackend implements Backend {
       }
     }
     // Closing mode means the budget cut the answer short, even though the JSON was then closed.
-    const finish = stopReason === 'length' || closing ? 'length' : 'stop';
+    // Counted from the answer's own tokens (the last one sampled in closing mode when it came after
+    // closeAt), not read from `closing`: the token asked for after the answer also sets that.
+    const closed = json && sampled - 1 >= closeAt;
+    const finish = stopReason === 'length' || closed ? 'length' : 'stop';
     input.logger.debug(
       {
         slot: slot.index,
@@ -671,7 +683,7 @@ export class LlamaCppBackend implements Backend {
         prompt_tokens: promptTokens.length,
         completion_tokens: completionTokens,
         stop_reason: stopReason,
-        json_closing: closing,
+        json_closing: closed,
         ms: Math.round(performance.now() - started),
       },
       'llama-cpp generation done',

@@ -86,6 +86,8 @@ async function directSides(n) {
   const m = await llama.loadModel({ modelPath: model, gpuLayers: 0 });
   const context = await m.createContext({ contextSize: CTX, sequences: n, threads: THREADS });
   const sequences = Array.from({ length: n }, () => context.getSequence());
+  /** A prompt's tokens for sequence.evaluate, with the beginning-of-sequence token when the model uses one. */
+  const tokensOf = (text) => [...(m.tokens.shouldPrependBosToken ? [m.tokens.bos] : []), ...m.tokenize(text)];
   // `joined`: sequence.evaluate with llmq's fix for node-llama-cpp's batching (every running
   // sequence in each batch, see BatchJoiner), on the same sequences: the baseline for the queue's own cost.
   let joining = false;
@@ -102,9 +104,7 @@ async function directSides(n) {
         let first;
         const t0 = performance.now();
         if (api !== 'completion') {
-          const bos = m.tokens.shouldPrependBosToken ? [m.tokens.bos] : [];
-          const prompt = [...bos, ...m.tokenize(promptFor(r, i))];
-          const iterator = seq.evaluate(prompt, { temperature: 0, yieldEogToken: true });
+          const iterator = seq.evaluate(tokensOf(promptFor(r, i)), { temperature: 0, yieldEogToken: true });
           let tokens = 0;
           let text = '';
           try {
@@ -151,8 +151,7 @@ async function directSides(n) {
     /** One short request on this context right before a round (see compare()). */
     async warm() {
       await sequences[0].clearHistory();
-      const bos = m.tokens.shouldPrependBosToken ? [m.tokens.bos] : [];
-      const iterator = sequences[0].evaluate([...bos, ...m.tokenize(WARM_PROMPT)], { temperature: 0 });
+      const iterator = sequences[0].evaluate(tokensOf(WARM_PROMPT), { temperature: 0 });
       await iterator.next();
       await iterator.return();
     },

@@ -3,6 +3,7 @@
  * pulls in node-llama-cpp and its native binary.
  */
 import { randomInt } from 'node:crypto';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
   LlamaText,
   SpecialTokensText,
@@ -68,11 +69,6 @@ export interface PreparedPrompt {
   text: string;
   /** How it was built: `raw`, `chat` (the model's template), `chat_template` (config), or `template:<name>`. */
   source: string;
-}
-
-/** Resolves in the check phase of the event loop, after the immediates already set. */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
 }
 
 function throwIfAborted(signal: AbortSignal): void {
@@ -590,19 +586,17 @@ export class LlamaCppBackend implements Backend {
       return model.detokenize(pending, false, last);
     };
     const iterator = sequence.evaluate(promptTokens.slice(sequence.nextTokenIndex), options);
-    /** A token requested and not yet received: llama.cpp is decoding (or about to). */
-    let ahead: Promise<IteratorResult<Token, void>> | undefined;
+    /** A token was asked for and not yet received: llama.cpp is decoding it (or about to). */
+    let asked = false;
     const requestNext = async (): Promise<IteratorResult<Token, void>> => {
       while (this.pause !== undefined) await this.pause;
       if (signal.aborted) throw abortReason(signal);
-      ahead = iterator.next();
-      // Settled below or drained in `finally`; never an unhandled rejection.
-      ahead.catch(() => undefined);
-      return ahead;
+      asked = true;
+      return iterator.next();
     };
     try {
       let next = sampled < limit ? await requestNext() : undefined;
-      ahead = undefined;
+      asked = false;
       while (next !== undefined && !next.done) {
         const token = next.value;
         sampled++;
@@ -637,7 +631,7 @@ export class LlamaCppBackend implements Backend {
           }
         }
         next = await following;
-        ahead = undefined;
+        asked = false;
       }
       if (pending.length > 0 && stopReason !== 'stop' && stops.push(detokenizePending())) stopReason = 'stop';
     } catch (err) {
@@ -649,7 +643,7 @@ export class LlamaCppBackend implements Backend {
       // Ends the evaluation (and frees the sequence's evaluation lock) without decoding further.
       // With a token still being decoded, that waits for it: the answer does not.
       const stopped = iterator.return().then(() => undefined);
-      if (ahead === undefined) await stopped;
+      if (!asked) await stopped;
       else end.drained = stopped.catch(() => undefined);
     }
 

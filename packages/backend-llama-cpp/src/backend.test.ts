@@ -180,10 +180,13 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     const stats = llamaCppStats();
     loadsBefore = stats.modelLoads;
     contextsBefore = stats.contextsCreated;
-    // 1024 tokens a sequence: long enough that the cancel tests' jobs are still decoding when they look.
+    // 2048 tokens a sequence: long enough that the cancel tests' jobs are still decoding when they
+    // look. A sequence decodes ~680 tokens/s here with four at work, so filling one takes ~3 s; with
+    // 1024 it took 1.5 s, and the timeout test's victim finished at its context limit about half the
+    // time, just before its 1.5 s timeout.
     // One thread: on a shared 2-core machine llama.cpp's spinning threads make `threads: 2` up to
     // 100x slower for a model this small whenever the other core is busy (see the README).
-    backend = await createBackend({ model_path: path, context_size: 1024, threads: 1, gpu: false, templates_dir: templatesDir }, 4);
+    backend = await createBackend({ model_path: path, context_size: 2048, threads: 1, gpu: false, templates_dir: templatesDir }, 4);
   });
   afterAll(async () => {
     await backend.close();
@@ -191,7 +194,7 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
 
   it('loads the model and passes check()', async () => {
     await expect(backend.check()).resolves.toBeUndefined();
-    expect(backend.contextSize).toBeGreaterThanOrEqual(1024);
+    expect(backend.contextSize).toBeGreaterThanOrEqual(2048);
     expect(llamaCppStats().modelLoads).toBe(loadsBefore + 1);
   });
 
@@ -383,13 +386,15 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     expect((await run(backend, { prompt: 'ok', max_tokens: 2, temperature: 0 })).usage.completion_tokens).toBe(2);
   });
 
+  const VICTIM_TIMEOUT_MS = 1_500;
   for (const how of ['cancel', 'timeout'] as const) {
     it(`${how}: stops decoding at once and hands the sequence to the job queued behind`, async () => {
       const long = { max_tokens: 100_000, temperature: 0 };
       const others = [1, 2, 3].map((i) => startJob(backend, { prompt: `Busy ${i}`, ...long }));
       await waitFor('three jobs to decode', () => others.every((j) => j.firstTokenAt() !== undefined));
       const victimStart = performance.now();
-      const victim = startJob(backend, { prompt: 'Victim', ...long }, how === 'timeout' ? AbortSignal.timeout(1_500) : undefined);
+      // Half the time the victim needs to fill its context (see beforeAll), with room for the checks below first.
+      const victim = startJob(backend, { prompt: 'Victim', ...long }, how === 'timeout' ? AbortSignal.timeout(VICTIM_TIMEOUT_MS) : undefined);
       const queued = startJob(backend, { prompt: 'Queued', max_tokens: 3, temperature: 0 });
       await waitFor('the fourth job to hold a sequence', () => backend.load.busy === 4 && backend.load.waiting === 1);
       await new Promise((r) => setTimeout(r, 100));
@@ -403,9 +408,9 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
         expect(await failure(victim.promise)).toBe(reason);
       } else {
         const err = await failure(victim.promise);
-        abortedAt = victimStart + 1_500;
+        abortedAt = victimStart + VICTIM_TIMEOUT_MS;
         expect(err?.name).toBe('TimeoutError');
-        expect(victim.settledAt()! - victimStart).toBeGreaterThanOrEqual(1_400);
+        expect(victim.settledAt()! - victimStart).toBeGreaterThanOrEqual(VICTIM_TIMEOUT_MS - 50);
       }
       // Rejected as soon as the signal fired, not after the decode loop noticed.
       expect(victim.settledAt()! - abortedAt).toBeLessThan(how === 'cancel' ? 100 : 500);

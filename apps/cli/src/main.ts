@@ -103,17 +103,20 @@ model
   .action(async (uri: string, o: { dir: string }) => {
     console.error(`pulling ${uri} into ${o.dir}/`);
     let last = 0;
+    let downloading = false;
     const path = await pullModel({
       uri,
       dir: o.dir,
       huggingFaceToken: process.env.HF_TOKEN,
       onProgress: ({ downloaded, total }) => {
+        downloading = true;
         if (Date.now() - last < 1000) return;
         last = Date.now();
         const mb = (n: number) => (n / 1_048_576).toFixed(1);
         console.error(total ? `  ${mb(downloaded)} / ${mb(total)} MiB (${((downloaded / total) * 100).toFixed(0)}%)` : `  ${mb(downloaded)} MiB`);
       },
     });
+    if (!downloading) console.error('already there (a complete GGUF file; delete it to download it again)');
     console.log(path);
   });
 

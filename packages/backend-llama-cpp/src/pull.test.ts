@@ -2,23 +2,26 @@
  * pullModel without the internet: argument errors, and real downloads from a local HTTP server
  * (the machines these tests run on have no network; Hugging Face URIs are not exercised).
  */
-import { readFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCode } from '@llmq/core';
 import { buildTinyGguf } from '@llmq/testing';
-import { downloadOrigin, pullModel } from './pull.js';
+import { downloadOrigin, pulledFileName, pullModel } from './pull.js';
 
 const model = buildTinyGguf({ seed: 5 });
 let server: Server;
 let base: string;
+/** Requests the server answered, by path. */
+const requests: string[] = [];
 const dir = mkdtempSync(join(tmpdir(), 'llmq-pull-'));
 
 beforeAll(async () => {
   server = createServer((req, res) => {
-    const url = req.url ?? '';
+    const url = (req.url ?? '').split('?')[0] ?? '';
+    requests.push(url);
     if (url.endsWith('/page.gguf')) {
       res.writeHead(200, { 'content-type': 'text/html', 'content-length': 15 });
       return res.end('<html>hi</html>');
@@ -52,6 +55,27 @@ afterAll(async () => {
 
 const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e as Error);
 
+/** An http URL nothing listens on. */
+async function closedOrigin(): Promise<string> {
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const address = closed.address();
+  await new Promise((resolve) => closed.close(resolve));
+  return `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+}
+
+/** Runs `fn` with Hugging Face URIs fetched from `origin` (node-llama-cpp reads MODEL_ENDPOINT). */
+async function withEndpoint<T>(origin: string, fn: () => Promise<T>): Promise<T> {
+  const before = process.env.MODEL_ENDPOINT;
+  process.env.MODEL_ENDPOINT = origin;
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env.MODEL_ENDPOINT;
+    else process.env.MODEL_ENDPOINT = before;
+  }
+}
+
 describe('pullModel', () => {
   it('refuses a URI it cannot download before touching the network', async () => {
     for (const uri of ['', 'models/llama.gguf', 'ftp://host/x.gguf', 'hf:', 'hf:onlyuser']) {
@@ -76,17 +100,52 @@ describe('pullModel', () => {
   });
 
   it('fails at once, saying what to do, when the server cannot be reached (the downloader would retry for minutes)', async () => {
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    const address = closed.address();
-    await new Promise((resolve) => closed.close(resolve));
-    const port = typeof address === 'object' && address ? address.port : 0;
+    const origin = await closedOrigin();
     const started = Date.now();
-    const err = await failure(pullModel({ uri: `http://127.0.0.1:${port}/files/tiny.gguf`, dir }));
+    const err = await failure(pullModel({ uri: `${origin}/files/absent.gguf`, dir }));
     expect(errorCode(err)).toBe('ERR_BACKEND_UNAVAILABLE');
-    expect(err?.message).toContain(`cannot reach http://127.0.0.1:${port} (ECONNREFUSED)`);
+    expect(err?.message).toContain(`cannot reach ${origin} (ECONNREFUSED)`);
     expect(err?.message).toContain(`copy it into ${dir}`);
     expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it("saves a Hugging Face file under its own name, the one the config's model_path names", async () => {
+    const into = join(dir, 'hf');
+    const path = await withEndpoint(base, () => pullModel({ uri: 'hf:acme/tiny-GGUF/tiny.gguf', dir: into }));
+    // node-llama-cpp alone would have saved hf_acme_tiny.gguf, which config/default.yaml does not name.
+    expect(path).toBe(join(into, 'tiny.gguf'));
+    expect(readFileSync(path).equals(model)).toBe(true);
+    expect(requests).toContain('/acme/tiny-GGUF/resolve/main/tiny.gguf');
+  });
+
+  it('keeps a complete file already there, without the network (a restart offline still works)', async () => {
+    const into = join(dir, 'present');
+    mkdirSync(into, { recursive: true });
+    writeFileSync(join(into, 'tiny.gguf'), model);
+    // node-llama-cpp's own name for the file of an hf:<user>/<repo>:<quant> URI.
+    writeFileSync(join(into, 'hf_acme_tiny.Q4_K_M.gguf'), model);
+    const offline = await closedOrigin();
+    const before = requests.length;
+    await withEndpoint(offline, async () => {
+      expect(await pullModel({ uri: 'hf:acme/tiny-GGUF/tiny.gguf', dir: into })).toBe(join(into, 'tiny.gguf'));
+      expect(await pullModel({ uri: 'hf:acme/tiny-GGUF:Q4_K_M', dir: into })).toBe(join(into, 'hf_acme_tiny.Q4_K_M.gguf'));
+    });
+    expect(await pullModel({ uri: `${base}/files/tiny.gguf`, dir: into })).toBe(join(into, 'tiny.gguf'));
+    expect(requests.length).toBe(before);
+    // A file there that is not a GGUF is not taken for the model: offline, that is an error that says so.
+    writeFileSync(join(into, 'tiny.gguf'), '<html>hi</html>');
+    expect(errorCode(await failure(withEndpoint(offline, () => pullModel({ uri: 'hf:acme/tiny-GGUF/tiny.gguf', dir: into }))))).toBe('ERR_BACKEND_UNAVAILABLE');
+  });
+
+  it('names the file a URI names, and none for a quantization tag', () => {
+    expect(pulledFileName('hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf')).toBe('qwen2.5-0.5b-instruct-q4_k_m.gguf');
+    expect(pulledFileName('hf:user/repo/sub/folder/Model-Q4.GGUF#dev')).toBe('Model-Q4.GGUF');
+    expect(pulledFileName('https://huggingface.co/Qwen/R/resolve/main/a%20b.gguf?download=true')).toBe('a b.gguf');
+    expect(pulledFileName('https://example.com/m/x-00001-of-00002.gguf')).toBe('x-00001-of-00002.gguf');
+    expect(pulledFileName('hf:bartowski/Phi-3.5-mini-instruct-GGUF:Q4_K_M')).toBeUndefined();
+    expect(pulledFileName('hf:user/file.gguf')).toBeUndefined();
+    expect(pulledFileName('https://example.com/download?id=3')).toBeUndefined();
+    expect(pulledFileName('https://example.com/.gguf')).toBeUndefined();
   });
 
   it('checks the host node-llama-cpp will download from', () => {

@@ -42,6 +42,44 @@ export function downloadOrigin(uri: string, env: Readonly<Record<string, string 
   return 'https://huggingface.co';
 }
 
+/**
+ * The name a pulled file gets in its folder: its own name in the repository or URL, so that
+ * `model_path: ../models/<file>.gguf` finds it whether it was pulled or copied in by hand
+ * (node-llama-cpp would name a Hugging Face file `hf_<user>_<file>.gguf`). Undefined for
+ * `hf:<user>/<repo>:<quant>`, whose file is known only once the repository is listed: that one
+ * keeps node-llama-cpp's name.
+ */
+export function pulledFileName(uri: string): string | undefined {
+  let path: string;
+  if (uri.startsWith('hf:')) {
+    path = uri.slice('hf:'.length).split('#')[0] ?? '';
+    // user/repo/[folders/]file.gguf
+    if (path.split('/').length < 3) return undefined;
+  } else {
+    try {
+      path = decodeURIComponent(new URL(uri).pathname);
+    } catch {
+      return undefined;
+    }
+  }
+  const name = path.split('/').at(-1) ?? '';
+  return name.length > '.gguf'.length && name.toLowerCase().endsWith('.gguf') ? name : undefined;
+}
+
+/**
+ * The complete, readable GGUF already in `dir` for this URI (all parts of a split one), found
+ * without the network; undefined when there is none.
+ */
+async function presentFile(uri: string, dir: string, fileName: string | undefined, llama: typeof import('node-llama-cpp')): Promise<string | undefined> {
+  try {
+    const path = await llama.resolveModelFile(uri, { directory: dir, download: false, cli: false, ...(fileName === undefined ? {} : { fileName }) });
+    await checkModelFile(path);
+    return path;
+  } catch {
+    return undefined;
+  }
+}
+
 /** How long the reachability check waits for any answer. */
 const REACH_TIMEOUT_MS = 15_000;
 
@@ -69,7 +107,8 @@ async function checkReachable(origin: string, dir: string, signal: AbortSignal |
 
 /**
  * Downloads a GGUF model with node-llama-cpp's downloader (parallel connections, split files
- * joined, an existing complete file skipped) and resolves to the path of the file to load.
+ * joined) and resolves to the path of the file to load. A complete GGUF already in `dir` under
+ * the name it would get is kept, and found without the network (a restart offline still works).
  */
 export async function pullModel(options: PullModelOptions): Promise<string> {
   const uri = options.uri.trim();
@@ -84,20 +123,24 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
   if (signal?.aborted) throw abortReason(signal);
   const dir = resolve(options.dir ?? 'models');
   await mkdir(dir, { recursive: true });
-  let createModelDownloader: typeof import('node-llama-cpp').createModelDownloader;
+  let llama: typeof import('node-llama-cpp');
   try {
-    ({ createModelDownloader } = await import('node-llama-cpp'));
+    llama = await import('node-llama-cpp');
   } catch (err) {
     throw new LlmqError('ERR_DEPENDENCY_MISSING', `node-llama-cpp cannot be loaded: ${(err as Error).message}`, { cause: err });
   }
+  const fileName = pulledFileName(uri);
+  const present = await presentFile(uri, dir, fileName, llama);
+  if (present !== undefined) return present;
   if (signal?.aborted) throw abortReason(signal);
   await checkReachable(downloadOrigin(uri), dir, signal);
   const onProgress = options.onProgress;
   let path: string;
   try {
-    const downloader = await createModelDownloader({
+    const downloader = await llama.createModelDownloader({
       modelUri: uri,
       dirPath: dir,
+      ...(fileName === undefined ? {} : { fileName }),
       skipExisting: true,
       deleteTempFileOnCancel: true,
       showCliProgress: false,

@@ -11,7 +11,7 @@
 //           the order of a real small model on a CPU (the README's 0.5B Q4 default reads ~300 MB of
 //           weights per token), where the queue's share is what a user pays.
 // Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores − 1, at least 1), BENCH_NS (1,2,4,8), BENCH_ROUNDS (rounds per N: best of, and the median of paired rounds; default: as many as fit
-//        BENCH_SECONDS (45) per N, 6 to 30), BENCH_CTX (512),
+//        BENCH_SECONDS (45) per N, 10 to 30), BENCH_CTX (512),
 //        BENCH_SIZES (tiny,small,medium), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process),
 //        BENCH_FLUSH_MS (the worker's stream_flush_ms; default the config's, 50), BENCH_WARM=0 (no warm-up request before each round, see compare()).
 import { spawn } from 'node:child_process';
@@ -37,7 +37,10 @@ const THREADS = Number(env.BENCH_THREADS ?? Math.max(1, physicalCoreCount() - 1)
 const NS = (env.BENCH_NS ?? '1,2,4,8').split(',').map(Number);
 const FIXED_ROUNDS = env.BENCH_ROUNDS === undefined ? undefined : Number(env.BENCH_ROUNDS);
 const SECONDS_PER_N = Number(env.BENCH_SECONDS ?? 45);
-const [MIN_ROUNDS, MAX_ROUNDS] = [6, 30];
+// At least 10: single rounds move ±15 % here, and with 6 (what 45 s gave the medium model at
+// N = 4 and 8) the median of the paired rounds at N = 4 was 0.99 in one run and 0.92 in the next,
+// with no change between them that touches a context whose sequences are all busy.
+const [MIN_ROUNDS, MAX_ROUNDS] = [10, 30];
 const CTX = Number(env.BENCH_CTX ?? 512);
 const PROMPT = 'Once upon a time, in a queue far away,';
 /** The warm-up request before each round: one token; its first token differs from every measured prompt's. */

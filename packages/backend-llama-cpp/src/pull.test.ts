@@ -137,6 +137,20 @@ describe('pullModel', () => {
     expect(errorCode(await failure(withEndpoint(offline, () => pullModel({ uri: 'hf:acme/tiny-GGUF/tiny.gguf', dir: into }))))).toBe('ERR_BACKEND_UNAVAILABLE');
   });
 
+  it('downloads again a file there that was cut short (the worker would refuse it)', async () => {
+    const into = join(dir, 'cut');
+    mkdirSync(into, { recursive: true });
+    const path = join(into, 'tiny.gguf');
+    // Short by 100 bytes: the last tensor's data ends past the end of the file.
+    writeFileSync(path, model.subarray(0, model.length - 100));
+    const offline = await closedOrigin();
+    expect(errorCode(await failure(pullModel({ uri: `${offline}/files/tiny.gguf`, dir: into })))).toBe('ERR_BACKEND_UNAVAILABLE');
+    const before = requests.length;
+    expect(await pullModel({ uri: `${base}/files/tiny.gguf`, dir: into })).toBe(path);
+    expect(requests.length).toBeGreaterThan(before);
+    expect(readFileSync(path).equals(model)).toBe(true);
+  });
+
   it('names the file a URI names, and none for a quantization tag', () => {
     expect(pulledFileName('hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf')).toBe('qwen2.5-0.5b-instruct-q4_k_m.gguf');
     expect(pulledFileName('hf:user/repo/sub/folder/Model-Q4.GGUF#dev')).toBe('Model-Q4.GGUF');

@@ -66,15 +66,57 @@ export function pulledFileName(uri: string): string | undefined {
   return name.length > '.gguf'.length && name.toLowerCase().endsWith('.gguf') ? name : undefined;
 }
 
+/** Bytes per block and elements per block of the GGML tensor types models commonly use (ggml's type traits). */
+const GGML_BLOCKS: Readonly<Record<number, readonly [bytes: number, elements: number]>> = {
+  0: [4, 1], // F32
+  1: [2, 1], // F16
+  2: [18, 32], // Q4_0
+  3: [20, 32], // Q4_1
+  6: [22, 32], // Q5_0
+  7: [24, 32], // Q5_1
+  8: [34, 32], // Q8_0
+  10: [84, 256], // Q2_K
+  11: [110, 256], // Q3_K
+  12: [144, 256], // Q4_K
+  13: [176, 256], // Q5_K
+  14: [210, 256], // Q6_K
+  30: [2, 1], // BF16
+};
+
+/**
+ * Whether a one-part GGUF holds all its tensor data: the file must reach the end of its last
+ * tensor (for a type not in GGML_BLOCKS, at least that tensor's start). A split GGUF, or one that
+ * cannot be read, is not judged here (llama.cpp still refuses it at load, with its reason).
+ */
+async function holdsAllTensors(path: string, size: number, llama: typeof import('node-llama-cpp')): Promise<boolean> {
+  let tensors: readonly { fileOffset: number | bigint; ggmlType: number; dimensions: readonly (number | bigint)[]; filePart: number }[];
+  try {
+    const info = await llama.readGgufFileInfo(path, { sourceType: 'filesystem', spliceSplitFiles: false, logWarnings: false });
+    if (info.splicedParts > 1 || info.tensorInfo === undefined) return true;
+    tensors = info.tensorInfo;
+  } catch {
+    return true;
+  }
+  let end = 0;
+  for (const t of tensors) {
+    const block = GGML_BLOCKS[t.ggmlType];
+    const elements = t.dimensions.reduce<number>((a, d) => a * Number(d), 1);
+    const bytes = block === undefined ? 1 : Math.ceil(elements / block[1]) * block[0];
+    end = Math.max(end, Number(t.fileOffset) + bytes);
+  }
+  return size >= end;
+}
+
 /**
  * The complete, readable GGUF already in `dir` for this URI (all parts of a split one), found
- * without the network; undefined when there is none.
+ * without the network; undefined when there is none. A file cut short (a copy or download that
+ * stopped) is not taken for the model: online it is downloaded again.
  */
 async function presentFile(uri: string, dir: string, fileName: string | undefined, llama: typeof import('node-llama-cpp')): Promise<string | undefined> {
   try {
     const path = await llama.resolveModelFile(uri, { directory: dir, download: false, cli: false, ...(fileName === undefined ? {} : { fileName }) });
-    await checkModelFile(path);
-    return path;
+    const { size } = await checkModelFile(path);
+    return (await holdsAllTensors(path, size, llama)) ? path : undefined;
   } catch {
     return undefined;
   }

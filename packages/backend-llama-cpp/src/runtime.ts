@@ -90,7 +90,9 @@ export function loadFailureReason(logged: readonly string[], modelUri?: string):
   if (line === undefined) return '';
   const reason = line.replace(/^.*?error loading model(?: architecture)?:\s*/i, '');
   const incomplete = /corrupted or incomplete|not within the file bounds|unexpected(ly)? end of file/i.test(reason);
-  const fix = incomplete ? `; fetch it again${modelUri === undefined ? '' : ` with \`llmq model pull ${modelUri}\``}` : '';
+  // "Delete it": `model pull` keeps a file already there unless it can tell the file is cut short
+  // (it cannot for a split GGUF).
+  const fix = incomplete ? `; delete it and fetch it again${modelUri === undefined ? '' : ` with \`llmq model pull ${modelUri}\``}` : '';
   return ` (llama.cpp: ${reason}${fix})`;
 }
 

@@ -522,7 +522,7 @@ describe('llama-cpp backend: start-up errors', () => {
     writeFileSync(cut, readFileSync(tinyPath).subarray(0, Math.floor(statSync(tinyPath).size * 0.6)));
     const cutErr = await failure(createBackend({ model_path: cut, model_uri: 'hf:acme/tiny-GGUF:Q4_K_M', gpu: false }, 1));
     expect(errorCode(cutErr)).toBe('ERR_MODEL_LOAD');
-    expect(cutErr?.message).toMatch(/\(llama\.cpp: .*(corrupted or incomplete|file bounds).*; fetch it again with `llmq model pull hf:acme\/tiny-GGUF:Q4_K_M`\)$/);
+    expect(cutErr?.message).toMatch(/\(llama\.cpp: .*(corrupted or incomplete|file bounds).*; delete it and fetch it again with `llmq model pull hf:acme\/tiny-GGUF:Q4_K_M`\)$/);
     expect(llamaCppStats()).toMatchObject({ liveModels: before.liveModels, liveContexts: before.liveContexts });
   });
 
@@ -530,6 +530,8 @@ describe('llama-cpp backend: start-up errors', () => {
     const before = llamaCppStats();
     const err = await failure(createBackend({ model_path: tinyPath, gpu: false, context_size: 64, templates_dir: dir, template: 'phi3' }, 1));
     expect(errorCode(err)).toBe('ERR_CONFIG_INVALID');
+    // One code, the one that says what to fix: not "ERR_CONFIG_INVALID: options.template: ERR_REQUEST_INVALID: …".
+    expect(err?.message).toMatch(/^ERR_CONFIG_INVALID: options\.template: unknown template "phi3"/);
     expect(llamaCppStats()).toMatchObject({ liveModels: before.liveModels, liveContexts: before.liveContexts });
   });
 

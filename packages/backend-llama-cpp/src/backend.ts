@@ -22,6 +22,7 @@ import {
   type Llama,
 } from 'node-llama-cpp';
 import {
+  errorDetail,
   LlmqError,
   type AdapterContext,
   type Backend,
@@ -251,7 +252,7 @@ export class LlamaCppBackend implements Backend {
       if (options.template !== undefined) {
         // A default template that is not there is a config mistake: fail at start-up, not per job.
         await backend.template(options.template).catch((err: unknown) => {
-          throw new LlmqError('ERR_CONFIG_INVALID', `options.template: ${(err as Error).message}`, { cause: err });
+          throw new LlmqError('ERR_CONFIG_INVALID', `options.template: ${errorDetail((err as Error).message)}`, { cause: err, param: 'options.template' });
         });
       }
       logger.info(

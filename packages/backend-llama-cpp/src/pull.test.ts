@@ -78,7 +78,7 @@ async function withEndpoint<T>(origin: string, fn: () => Promise<T>): Promise<T>
 
 describe('pullModel', () => {
   it('refuses a URI it cannot download before touching the network', async () => {
-    for (const uri of ['', 'models/llama.gguf', 'ftp://host/x.gguf', 'hf:', 'hf:onlyuser']) {
+    for (const uri of ['', 'models/llama.gguf', 'ftp://host/x.gguf', 'hf:', 'hf:onlyuser', 'hf:user/repo/model.bin', 'hf:user/repo/sub/model.safetensors#main']) {
       const err = await failure(pullModel({ uri, dir }));
       expect(errorCode(err), uri).toBe('ERR_REQUEST_INVALID');
     }

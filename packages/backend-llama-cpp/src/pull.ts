@@ -161,6 +161,10 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
       { param: 'uri' },
     );
   }
+  const named = uri.startsWith('hf:') ? uri.slice('hf:'.length).split('#')[0]!.split('/') : [];
+  if (named.length >= 3 && !named.at(-1)!.toLowerCase().endsWith('.gguf')) {
+    throw new LlmqError('ERR_REQUEST_INVALID', `cannot pull "${options.uri}": a file in a Hugging Face repository must be a .gguf (hf:<user>/<repo>/<file>.gguf)`, { param: 'uri' });
+  }
   const signal = options.signal;
   if (signal?.aborted) throw abortReason(signal);
   const dir = resolve(options.dir ?? 'models');

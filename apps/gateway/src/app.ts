@@ -265,8 +265,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     });
   });
 
-  app.use(openAiRouter({ platform, producer, hub, logger: log }));
-  app.use(textSynthRouter({ platform, producer, hub, logger: log }));
+  app.use(openAiRouter({ platform, producer, hub, logger: log, metrics }));
+  app.use(textSynthRouter({ platform, producer, hub, logger: log, metrics }));
 
   if (config.gateway.admin.enabled) {
     const serverAdapter = new ExpressAdapter();

@@ -1,17 +1,26 @@
-import { LlmqError, type ErrorCode, type JobRequest, type JobResult, type Logger } from '@llmq/core';
+import { LlmqError, errorCode, type ErrorCode, type JobRequest, type JobResult, type Logger } from '@llmq/core';
+import { newJobId, type EventHub, type Metrics, type Producer } from '@llmq/queue';
 
 /** What a front door answers with (the job view's result). */
 export type FollowResult = Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'>;
-import { newJobId, type EventHub, type Producer } from '@llmq/queue';
+
+/** A code as the worker serialised it; one this gateway does not know reads as ERR_INTERNAL. */
+const codeOf = (code: string): ErrorCode => errorCode({ code }) ?? 'ERR_INTERNAL';
 
 export interface FollowOptions {
   producer: Producer;
   hub: EventHub;
   logger: Logger;
+  /** `jobs_enqueued_total` is counted here, labelled with `sourceType`. */
+  metrics: Metrics;
   request: JobRequest;
   keyId?: string | undefined;
   sourceType: string;
-  /** Called with each token as the worker produces it. */
+  /**
+   * Called with each token as the worker produces it. A streaming client cannot be told to drop
+   * text, so once this has been given text, an attempt that fails retryably ends the wait with an
+   * error and cancels the job instead of streaming the retry's answer after the first.
+   */
   onToken?: (text: string) => void;
   /** Fires when the client goes away: the job is cancelled. */
   signal: AbortSignal;
@@ -23,31 +32,81 @@ export interface FollowOptions {
 /**
  * Enqueues a job and waits for its result, for the synchronous front doors (OpenAI, TextSynth).
  * Subscribes to the job's events before enqueueing so no token is missed; a client disconnect or
- * the wait timeout cancels the job.
+ * the wait timeout cancels the job. Without `onToken`, or before any text was streamed, retries
+ * are transparent (the result is the last attempt's).
  */
 export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; result: FollowResult }> {
   const id = o.id ?? newJobId();
   let settle!: { resolve: (r: FollowResult) => void; reject: (e: unknown) => void };
   const done = new Promise<FollowResult>((resolve, reject) => (settle = { resolve, reject }));
+  // Text handed to onToken in the current attempt (the worker re-sends the text so far at
+  // offset 0 when it learns of a watch late: deduplicated by offset, as the SSE endpoint does).
+  let sentChars = 0;
+  let attempt = 0;
+  let runStartedAt: number | undefined;
+  /** Set once the wait is ended here, so later events and polls leave its error alone. */
+  let finished = false;
   // Reads the stored outcome (a final event may have gone out before we watched).
   const settleFromStore = async () => {
     try {
       const view = await o.producer.getJob(id);
-      if (!view) return;
+      if (!view || finished) return;
       if (view.status === 'completed' && view.result) settle.resolve(view.result);
-      else if (view.status === 'failed' && view.error) settle.reject(new LlmqError((view.error.code as ErrorCode) ?? 'ERR_INTERNAL', view.error.message));
+      else if (view.status === 'failed' && view.error) settle.reject(new LlmqError(codeOf(view.error.code), view.error.message));
       else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
     } catch {
       // The poll below tries again.
     }
   };
+  /**
+   * Text was streamed and the generation starts over: a streaming client cannot be told to drop
+   * what it has, so end its stream with an error and cancel the job nobody will read.
+   */
+  const abandon = (failedAttempt: number, code: ErrorCode, why: string) => {
+    finished = true;
+    const err = new LlmqError(
+      code,
+      `job ${id}: attempt ${failedAttempt} ${why} after streaming began; the text streamed so far is incomplete. ` +
+        'The job was cancelled, not retried, since a retry would stream a second answer after the first: send the request again ' +
+        '(POST /v1/jobs with GET /v1/jobs/:id/events follows retries)',
+      { retryable: false },
+    );
+    o.logger.warn({ jobId: id, attempt: failedAttempt, code }, 'streamed job failed mid-answer: cancelling it instead of retrying');
+    o.producer
+      .cancel(id)
+      .catch((e: unknown) => o.logger.warn({ err: e, jobId: id }, 'cancel after a failed streamed attempt failed'))
+      .finally(() => settle.reject(err));
+  };
   const unsubscribe = await o.hub.subscribe(id, (e) => {
+    if (finished) return;
     if (e.type === 'status' && (e.status === 'completed' || e.status === 'failed' || e.status === 'cancelled')) void settleFromStore();
-    else if (e.type === 'token') o.onToken?.(e.text);
-    else if (e.type === 'completed') settle.resolve(e.result);
+    else if (e.type === 'status' && e.status === 'active') {
+      // A new attempt, or a generation starting over within one (a later start time): a fallback
+      // model, or another worker taking over a job handed back at shutdown.
+      const restarted = (e.attempt !== undefined && e.attempt > attempt) || (e.attempt === attempt && runStartedAt !== undefined && e.at !== runStartedAt);
+      if (e.attempt !== undefined && e.attempt >= attempt) {
+        if (restarted && sentChars > 0) return abandon(attempt, 'ERR_BACKEND_FAILED', e.attempt === attempt ? 'started over (on a fallback model or another worker)' : 'was superseded by a new attempt');
+        if (restarted) sentChars = 0;
+        attempt = e.attempt;
+        runStartedAt = e.at;
+      }
+    } else if (e.type === 'token') {
+      if (!o.onToken) return;
+      const upTo = e.offset + e.text.length;
+      if (upTo <= sentChars) return;
+      o.onToken(e.offset < sentChars ? e.text.slice(sentChars - e.offset) : e.text);
+      sentChars = upTo;
+    } else if (e.type === 'completed') settle.resolve(e.result);
     else if (e.type === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
-    else if (e.type === 'failed' && !e.will_retry) settle.reject(new LlmqError((e.error.code as ErrorCode) ?? 'ERR_INTERNAL', e.error.message));
-    else if (e.type === 'failed') o.producer.watch(id).catch(() => undefined);
+    else if (e.type === 'failed' && !e.will_retry) settle.reject(new LlmqError(codeOf(e.error.code), e.error.message));
+    else if (e.type === 'failed') {
+      if (sentChars > 0) return abandon(e.attempt, codeOf(e.error.code), `failed with ${e.error.code} (${e.error.message})`);
+      // Nothing reached the client: the retry runs unseen, from the start.
+      sentChars = 0;
+      runStartedAt = undefined;
+      // The retry may run in another worker process: tell them all.
+      o.producer.watch(id).catch(() => undefined);
+    }
   });
   let poll: NodeJS.Timeout | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -57,7 +116,8 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
   };
   try {
     await o.producer.watch(id);
-    await o.producer.enqueue(o.request, { id, keyId: o.keyId, source: { type: o.sourceType } });
+    const { created } = await o.producer.enqueue(o.request, { id, keyId: o.keyId, source: { type: o.sourceType } });
+    if (created) o.metrics.enqueued.inc({ model: o.request.model, source: o.sourceType });
     o.signal.addEventListener('abort', onAbort, { once: true });
     if (o.signal.aborted) onAbort();
     timer = setTimeout(() => {

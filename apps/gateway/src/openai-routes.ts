@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import { LlmqError, parseJobRequest, toErrorBody, zodToLlmqError, type JobRequest, type JobResult, type Logger } from '@llmq/core';
-import { newJobId, type EventHub, type Producer } from '@llmq/queue';
+import { newJobId, type EventHub, type Metrics, type Producer } from '@llmq/queue';
 import { validateForModel, type Platform } from '@llmq/platform';
 import { enqueueAndFollow } from './follow.js';
 
@@ -52,6 +52,7 @@ const completionSchema = z.strictObject({
   best_of: z.literal(1, 'best_of is not supported').nullish(),
   suffix: z.null().optional(),
   response_format: z.unknown().optional(),
+  template: z.string().optional(),
 });
 
 function strip<T extends Record<string, unknown>>(o: T): Record<string, unknown> {
@@ -88,6 +89,7 @@ export interface FrontDoorOptions {
   producer: Producer;
   hub: EventHub;
   logger: Logger;
+  metrics: Metrics;
 }
 
 /** OpenAI's chat/completions API in front of the queues: each call is a job, waited for or streamed. */

@@ -8,6 +8,14 @@ function send(res: Response, event: string, data: unknown): void {
   res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
 }
 
+/**
+ * A `status` event. `attempts` (as documented, and as in the job view) counts attempts started,
+ * the running one included; `attempt` is the same number, kept for clients that read it.
+ */
+function sendStatus(res: Response, data: { id: string; status: string; attempts: number | undefined; [k: string]: unknown }): void {
+  send(res, 'status', { ...data, attempt: data.attempts });
+}
+
 function finalFromView(res: Response, view: JobView): void {
   if (view.status === 'completed') send(res, 'completed', { id: view.id, status: 'completed', result: view.result, completed_at: view.completed_at });
   else if (view.status === 'cancelled') send(res, 'cancelled', { id: view.id, status: 'cancelled' });
@@ -42,7 +50,7 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     'x-accel-buffering': 'no',
   });
   res.flushHeaders();
-  send(res, 'status', { id, status: view.status, attempts: view.attempts });
+  sendStatus(res, { id, status: view.status, attempts: view.attempts });
   // A worker that learns of the watch mid-generation sends the text so far at offset 0;
   // live tokens are deduplicated by offset below.
   let sentChars = 0;
@@ -102,7 +110,7 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
           attempt = e.attempt;
           sentChars = 0;
         }
-        send(res, 'status', { id, status: e.status, attempt: e.attempt });
+        sendStatus(res, { id, status: e.status, attempts: e.attempt });
         break;
       case 'completed':
         send(res, 'completed', { id, status: 'completed', result: e.result, completed_at: e.result.completed_at });
@@ -114,7 +122,7 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
         break;
       case 'failed':
         if (e.will_retry) {
-          send(res, 'status', { id, status: 'queued', attempt: e.attempt, error: e.error, will_retry: true });
+          sendStatus(res, { id, status: 'queued', attempts: e.attempt, error: e.error, will_retry: true });
           // The retry may run in another worker process: tell them all.
           producer.watch(id).catch(() => undefined);
         }

@@ -1,0 +1,215 @@
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { loadConfig } from '@llmq/config';
+import { LlmqError, defineBackend, silentLogger, type GenerateInput } from '@llmq/core';
+import { BUILTIN_DEFINITIONS, createPlatform } from '@llmq/platform';
+import { startRedis, type TestRedis } from '@llmq/testing';
+import { startWorker, type WorkerHandle } from '@llmq/worker';
+import { serveGateway, type ServedGateway } from '@llmq/gateway';
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason as Error);
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason as Error)), { once: true });
+  });
+}
+
+/**
+ * Does what the prompt (or last message) names, so one model covers each retry case:
+ * `stream-then-fail` streams part of an answer on attempt 1 and then fails retryably;
+ * `fail-then-stream` fails retryably on attempt 1 before any text; `fail-slowly` waits 300 ms
+ * before that failure. Later attempts answer "second answer". It also says which named template
+ * it was given (it knows only "phi3").
+ */
+const scripted = defineBackend<Record<string, never>>({
+  kind: 'backend',
+  type: 'test-front-door',
+  configSchema: z.strictObject({}),
+  capabilities: { params: ['max_tokens'], chat: true, completion: true, templates: true, findTemplate: (name) => (name === 'phi3' ? undefined : ['phi3']) },
+  create({ name }) {
+    return {
+      name,
+      async check() {},
+      async close() {},
+      async generate(input: GenerateInput) {
+        const script = input.request.prompt ?? input.request.messages?.at(-1)?.content ?? '';
+        if (input.attempt === 1 && script === 'stream-then-fail') {
+          input.onToken('partial');
+          input.onToken(' answer');
+          // Longer than worker.stream_flush_ms: the tokens reach the client before the failure.
+          await sleep(200, input.signal);
+          throw new LlmqError('ERR_BACKEND_UNAVAILABLE', 'scripted failure after streaming');
+        }
+        if (input.attempt === 1 && script === 'fail-slowly') await sleep(300, input.signal);
+        if (input.attempt === 1 && (script === 'fail-then-stream' || script === 'fail-slowly')) throw new LlmqError('ERR_BACKEND_UNAVAILABLE', 'scripted failure before any text');
+        const text = input.request.template === undefined ? 'second answer' : `template=${input.request.template}`;
+        input.onToken(text);
+        return { text, finish_reason: 'stop', usage: { prompt_tokens: 1, completion_tokens: 2 } };
+      },
+    };
+  },
+});
+
+/** Splits an SSE body into its `data:` payloads (JSON where it parses). */
+function dataLines(raw: string): unknown[] {
+  return raw
+    .split('\n\n')
+    .flatMap((block) => block.split('\n').filter((l) => l.startsWith('data: ')))
+    .map((l) => {
+      const data = l.slice('data: '.length);
+      try {
+        return JSON.parse(data) as unknown;
+      } catch {
+        return data;
+      }
+    });
+}
+
+/** Named SSE events of a body, as `GET /v1/jobs/:id/events` sends them. */
+function sseEvents(raw: string): { event: string; data: any }[] {
+  return raw
+    .split('\n\n')
+    .filter((b) => b.includes('event: '))
+    .map((b) => ({ event: /^event: (.*)$/m.exec(b)![1]!, data: JSON.parse(/^data: (.*)$/m.exec(b)![1]!) }));
+}
+
+describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () => {
+  let redis: TestRedis;
+  let gateway: ServedGateway;
+  let worker: WorkerHandle;
+  let url: string;
+  const post = async (path: string, body: unknown) => {
+    const res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, type: res.headers.get('content-type') ?? '', raw: await res.text() };
+  };
+  const job = async (id: string) => (await (await fetch(`${url}/v1/jobs/${id}`)).json()) as any;
+  const waitFor = async (id: string, status: string) => {
+    const deadline = Date.now() + 10_000;
+    let last: any;
+    while (Date.now() < deadline) {
+      last = await job(id);
+      if (last.status === status) return last;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`job ${id} not ${status} in 10 s; last: ${JSON.stringify(last)}`);
+  };
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    const config = loadConfig({
+      inline: {
+        log_level: 'warn',
+        redis: { url: redis.url, prefix: `t${Math.random().toString(36).slice(2, 8)}` },
+        gateway: { port: 0, host: '127.0.0.1' },
+        worker: { watchdog_ms: 0 },
+        queue: { backoff_ms: 50, attempts: 3 },
+        models: [
+          { name: 'echo', backend: 'echo', concurrency: 4 },
+          { name: 'echo-slow', backend: 'echo', concurrency: 4, options: { tokens_per_second: 20 } },
+          { name: 'scripted', backend: 'test-front-door', concurrency: 4 },
+          { name: 'primary', backend: 'test-front-door', concurrency: 4, attempts: 1, fallbacks: ['echo'] },
+        ],
+      },
+      env: {},
+    });
+    const platform = await createPlatform(config, { builtins: [...BUILTIN_DEFINITIONS, scripted] });
+    gateway = await serveGateway({ platform, logger: silentLogger, registry: new Registry() });
+    url = gateway.url;
+    worker = await startWorker({ platform, logger: silentLogger, registry: new Registry(), env: {} });
+  });
+  afterAll(async () => {
+    await worker?.close(1_000);
+    await gateway?.close();
+    await redis?.stop();
+  });
+
+  it('ends an OpenAI stream with an error, and cancels the job, when an attempt fails after text was streamed', async () => {
+    // The user's repro: a slow model and a short timeout_ms (ERR_JOB_TIMEOUT is retried).
+    const r = await post('/v1/completions', { model: 'echo-slow', prompt: 'a b c d e f g h', max_tokens: 40, timeout_ms: 300, stream: true });
+    expect(r.status).toBe(200);
+    expect(r.type).toMatch(/^text\/event-stream/);
+    const data = dataLines(r.raw);
+    const chunks = data.filter((d): d is { id: string; choices: { text: string }[] } => typeof d === 'object' && d !== null && 'choices' in d);
+    const text = chunks.map((c) => c.choices[0]!.text).join('');
+    expect(text.length).toBeGreaterThan(0);
+    // One attempt's text, not every attempt's one after the other.
+    expect('a b c d e f g h a b c d e f g h'.startsWith(text)).toBe(true);
+    expect(data).not.toContain('[DONE]');
+    const last = data.at(-1) as { error: { code: string; message: string; type: string } };
+    const jobId = chunks[0]!.id.replace(/^cmpl-/, '');
+    expect(last.error).toMatchObject({ code: 'ERR_JOB_TIMEOUT', type: 'timeout_error' });
+    expect(last.error.message).toContain(`job ${jobId}: attempt 1 failed with ERR_JOB_TIMEOUT`);
+    expect(last.error.message).toMatch(/after streaming began; the text streamed so far is incomplete/);
+    const view = await waitFor(jobId, 'cancelled');
+    expect(view.attempts).toBeLessThanOrEqual(2);
+  });
+
+  it('retries unseen when no text was streamed yet, and without streaming answers with the last attempt', async () => {
+    const streamed = await post('/v1/chat/completions', { model: 'scripted', messages: [{ role: 'user', content: 'fail-then-stream' }], stream: true });
+    const data = dataLines(streamed.raw);
+    const text = data.map((d) => (d as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? '').join('');
+    expect(text).toBe('second answer');
+    expect(data.at(-1)).toBe('[DONE]');
+    const plain = await post('/v1/completions', { model: 'scripted', prompt: 'stream-then-fail' });
+    expect(plain.status).toBe(200);
+    const body = JSON.parse(plain.raw) as { id: string; choices: { text: string }[] };
+    expect(body.choices[0]!.text).toBe('second answer');
+    expect(await job(body.id.replace(/^cmpl-/, ''))).toMatchObject({ status: 'completed', attempts: 2 });
+  });
+
+  it('ends a TextSynth stream with its error object, and cancels the job, when an attempt fails after text was streamed', async () => {
+    const r = await post('/v1/engines/scripted/completions', { prompt: 'stream-then-fail', stream: true });
+    expect(r.status).toBe(200);
+    const parts = r.raw.split('\n\n').filter(Boolean).map((p) => JSON.parse(p) as { text?: string; error?: string });
+    expect(parts.slice(0, -1).map((p) => p.text).join('')).toBe('partial answer');
+    const error = parts.at(-1)!.error!;
+    expect(error).toMatch(/^job (\S+): attempt 1 failed with ERR_BACKEND_UNAVAILABLE \(scripted failure after streaming\) after streaming began; the text streamed so far is incomplete/);
+    await waitFor(/^job (\S+):/.exec(error)![1]!, 'cancelled');
+  });
+
+  it('does not append a fallback model\'s answer to text the primary already streamed', async () => {
+    const r = await post('/v1/chat/completions', { model: 'primary', messages: [{ role: 'user', content: 'stream-then-fail' }], stream: true });
+    const data = dataLines(r.raw);
+    const text = data.map((d) => (d as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? '').join('');
+    expect(text).toBe('partial answer');
+    const last = data.at(-1) as { error: { message: string } };
+    expect(last.error.message).toMatch(/attempt 1 started over \(on a fallback model or another worker\) after streaming began/);
+  });
+
+  it('counts jobs enqueued through the OpenAI and TextSynth front doors in llmq_jobs_enqueued_total', async () => {
+    await post('/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'hi' }] });
+    await post('/v1/completions', { model: 'echo', prompt: 'hi', stream: true });
+    await post('/v1/engines/echo/completions', { prompt: 'hi' });
+    await post('/v1/jobs', { model: 'echo', prompt: 'hi' });
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toContain('llmq_jobs_enqueued_total{model="echo",source="openai"} 2');
+    expect(metrics).toContain('llmq_jobs_enqueued_total{model="echo",source="textsynth"} 1');
+    expect(metrics).toContain('llmq_jobs_enqueued_total{model="echo",source="http"} 1');
+  });
+
+  it('takes a named template on POST /v1/completions, as on chat and /v1/jobs', async () => {
+    const r = await post('/v1/completions', { model: 'scripted', prompt: 'hello', template: 'phi3' });
+    expect(r.status).toBe(200);
+    expect((JSON.parse(r.raw) as { choices: { text: string }[] }).choices[0]!.text).toBe('template=phi3');
+    const unknown = await post('/v1/completions', { model: 'scripted', prompt: 'hello', template: 'nope' });
+    expect(unknown.status).toBe(400);
+    expect(JSON.parse(unknown.raw)).toMatchObject({ error: { param: 'template', message: expect.stringMatching(/nope.*phi3/) } });
+  });
+
+  it('names the attempt count "attempts", as documented, on every status event of GET /v1/jobs/:id/events', async () => {
+    const enqueued = await post('/v1/jobs', { model: 'scripted', prompt: 'fail-slowly' });
+    const { id } = JSON.parse(enqueued.raw) as { id: string };
+    const events = sseEvents(await (await fetch(`${url}/v1/jobs/${id}/events`)).text());
+    expect(events.at(-1)).toMatchObject({ event: 'completed' });
+    const statuses = events.filter((e) => e.event === 'status').map((e) => e.data);
+    // The first comes from the stored job, the rest live from the worker: one field for both.
+    expect(statuses.length).toBeGreaterThanOrEqual(3);
+    expect(statuses.map((s) => typeof s.attempts)).toEqual(statuses.map(() => 'number'));
+    // The name live events used to send stays, for clients that read it.
+    expect(statuses.map((s) => s.attempt)).toEqual(statuses.map((s) => s.attempts));
+    expect(statuses.find((s) => s.will_retry)).toMatchObject({ status: 'queued', attempts: 1 });
+    expect(statuses.at(-1)).toMatchObject({ status: 'active', attempts: 2 });
+  });
+});

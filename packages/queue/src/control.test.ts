@@ -51,4 +51,17 @@ describe('ControlListener', () => {
     expect(control.track('job_3', { cancel: () => undefined, onWatch: () => undefined })).toEqual({ cancelled: true, watched: false });
     expect(control.track('job_4', { cancel: () => undefined, onWatch: () => undefined })).toEqual({ cancelled: false, watched: false });
   });
+
+  it('publishes the final event to a watch that came after the processor returned and before the outcome was stored', () => {
+    const sub = flakySubscriber(0);
+    const { logger } = recordingLogger();
+    const published: { id: string; type: string }[] = [];
+    const control = new ControlListener(sub as unknown as Redis, { cancelChannel: 'c', watchChannel: 'w', publish: (id, e) => void published.push({ id, type: e.type }), logger });
+    control.track('job_5', { cancel: () => undefined, onWatch: () => undefined });
+    control.untrack('job_5');
+    // Neither running nor finished here: BullMQ is still moving the job to failed.
+    sub.emit('message', 'w', 'job_5');
+    control.end('job_5', { type: 'failed', error: { message: 'no room', code: 'ERR_BACKEND_CONTEXT_LENGTH' }, attempt: 1, will_retry: false }, true);
+    expect(published).toEqual([{ id: 'job_5', type: 'failed' }]);
+  });
 });

@@ -136,7 +136,9 @@ export class ControlListener {
    * watchers; a retry keeps the watch (another process re-learns it from the client's re-announce).
    */
   end(id: string, event: JobEvent, final: boolean): void {
-    const watched = this.watched.size > 0 && this.watched.has(id);
+    // A watch that came after the processor returned and before BullMQ stored the outcome found the
+    // job neither running nor finished here, and was only remembered: it counts.
+    const watched = (this.watched.size > 0 && this.watched.has(id)) || (this.recentWatch.size > 0 && this.recentWatch.delete(id));
     if (final) {
       if (watched) this.watched.delete(id);
       const status = event.type === 'completed' ? 'completed' : event.type === 'cancelled' ? 'cancelled' : 'failed';

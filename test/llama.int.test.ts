@@ -103,6 +103,20 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     expect(linesWithRepeatedKeys(output)).toEqual([]);
   });
 
+  it('answers a prompt longer than the context with a 400 that carries the numbers, not retried', async () => {
+    const prompt = 'queue '.repeat(400);
+    const res = await stack.http('POST', '/v1/completions', { model: 'tiny', prompt, max_tokens: 4 });
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('ERR_BACKEND_CONTEXT_LENGTH');
+    expect(res.body.error.details.context_size).toBe(256);
+    expect(res.body.error.details.prompt_tokens).toBeGreaterThan(256);
+    const job = await stack.http('POST', '/v1/jobs', { model: 'tiny', prompt, max_tokens: 4 });
+    const events = await readSse(`${stack.url}/v1/jobs/${job.body.id}/events`, 60_000);
+    expect(events.at(-1)!.event).toBe('failed');
+    const view = await stack.http('GET', `/v1/jobs/${job.body.id}`);
+    expect(view.body).toMatchObject({ status: 'failed', attempts: 1, error: { code: 'ERR_BACKEND_CONTEXT_LENGTH', details: { context_size: 256 } } });
+  });
+
   it('serves the official openai SDK from the local model, streaming and not', async () => {
     const client = new OpenAI({ baseURL: `${stack.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const chat = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8, temperature: 0 });

@@ -52,7 +52,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
       const view = await o.producer.getJob(id);
       if (!view || finished) return;
       if (view.status === 'completed' && view.result) settle.resolve(view.result);
-      else if (view.status === 'failed' && view.error) settle.reject(new LlmqError(codeOf(view.error.code), view.error.message));
+      else if (view.status === 'failed' && view.error) settle.reject(new LlmqError(codeOf(view.error.code), view.error.message, view.error.details ? { details: view.error.details } : {}));
       else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
     } catch {
       // The poll below tries again.
@@ -98,7 +98,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
       sentChars = upTo;
     } else if (e.type === 'completed') settle.resolve(e.result);
     else if (e.type === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
-    else if (e.type === 'failed' && !e.will_retry) settle.reject(new LlmqError(codeOf(e.error.code), e.error.message));
+    else if (e.type === 'failed' && !e.will_retry) settle.reject(new LlmqError(codeOf(e.error.code), e.error.message, e.error.details ? { details: e.error.details } : {}));
     else if (e.type === 'failed') {
       if (sentChars > 0) return abandon(e.attempt, codeOf(e.error.code), `failed with ${e.error.code} (${e.error.message})`);
       // Nothing reached the client: the retry runs unseen, from the start.

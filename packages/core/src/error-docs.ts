@@ -10,6 +10,11 @@ Every llmq error carries a code \`ERR_<AREA>_<WHAT>\`. HTTP errors have one shap
 { "error": { "message": "temperature: Too big: expected number to be <=2", "type": "invalid_request_error", "code": "ERR_REQUEST_INVALID", "param": "temperature" } }
 \`\`\`
 
+An error that carries machine-readable numbers adds \`details\` (only JSON scalars and short lists), e.g.
+\`{ "prompt_tokens": 5000, "context_size": 4096 }\` for \`ERR_BACKEND_CONTEXT_LENGTH\` or
+\`{ "retry_after_s": 5 }\` for \`ERR_QUEUE_FULL\`. A failed job shows them in its \`error\`
+(\`GET /v1/jobs/:id\`, the \`failed\` event, the DLQ entry).
+
 A failed job keeps its code at the start of BullMQ's failure reason (\`ERR_JOB_TIMEOUT: …\`), so check
 errors by code (\`errorCode(err)\` from \`@llmq/core\`), never with \`instanceof\`. *Retried* says whether
 a job failing with the code is attempted again (exponential backoff) before it is dead-lettered.

@@ -1,3 +1,5 @@
+import type { JobError } from './schemas.js';
+
 /**
  * One registry of error codes. Codes survive BullMQ's serialised failure reason because
  * {@link LlmqError} puts the code at the start of the message; check errors with
@@ -58,7 +60,11 @@ export interface LlmqErrorOptions {
   cause?: unknown;
   /** Overrides the code's default retryability. */
   retryable?: boolean;
-  /** Extra machine-readable detail (never secrets). */
+  /**
+   * Extra machine-readable detail, e.g. `{ prompt_tokens, context_size }`. It reaches the client
+   * (stored on a failed job, in its `failed` event and in HTTP error bodies; see
+   * {@link errorDetails}): numbers and names only, never prompts, output or secrets.
+   */
   details?: Record<string, unknown>;
 }
 
@@ -118,16 +124,70 @@ export function errorDetail(message: string): string {
   return message.replace(CODE_PREFIX, '');
 }
 
-/** The JSON error body used by every HTTP endpoint (OpenAI's shape). */
+/** A failure reason (`ERR_X: message`) as the API shows a failed job's error, with the thrower's details. */
+export function toJobError(reason: string, details?: Record<string, unknown>): JobError {
+  const error: JobError = { message: errorDetail(reason), code: errorCode(reason) ?? 'ERR_INTERNAL' };
+  if (details) error.details = details;
+  return error;
+}
+
+/** Limits on what of an error's `details` leaves the process: enough for numbers and names, never a payload. */
+const DETAIL_KEYS = 16;
+const DETAIL_ITEMS = 16;
+const DETAIL_CHARS = 200;
+const URL_CREDENTIALS = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@]+@/gi;
+
+function detailScalar(value: unknown): string | number | boolean | null | undefined {
+  if (value === null || typeof value === 'boolean') return value;
+  if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const short = value.length > DETAIL_CHARS ? `${value.slice(0, DETAIL_CHARS)}…` : value;
+  return short.replace(URL_CREDENTIALS, '$1***@');
+}
+
+/**
+ * An error's `details` as they may leave the process (stored on the failed job, sent in its
+ * `failed` event and in HTTP error bodies), or undefined when there are none. Only what the
+ * thrower put in `details`, and only JSON scalars or short arrays of them: nested objects, long
+ * arrays, non-finite numbers and keys past the 16th are dropped, strings are cut at 200
+ * characters and credentials in URLs masked, so a careless thrower cannot ship a payload.
+ */
+export function errorDetails(err: unknown): Record<string, unknown> | undefined {
+  if (typeof err !== 'object' || err === null || !('details' in err)) return undefined;
+  const details = (err as { details: unknown }).details;
+  if (typeof details !== 'object' || details === null || Array.isArray(details)) return undefined;
+  const out: Record<string, unknown> = {};
+  let kept = 0;
+  for (const [key, value] of Object.entries(details)) {
+    if (kept >= DETAIL_KEYS) break;
+    let safe: unknown;
+    if (Array.isArray(value)) {
+      const items = value.length <= DETAIL_ITEMS ? value.map(detailScalar) : [undefined];
+      safe = items.includes(undefined) ? undefined : items;
+    } else {
+      safe = detailScalar(value);
+    }
+    if (safe === undefined) continue;
+    out[key] = safe;
+    kept++;
+  }
+  return kept > 0 ? out : undefined;
+}
+
+/** The JSON error body used by every HTTP endpoint (OpenAI's shape, plus `details` when the error has any). */
 export interface ErrorBody {
-  error: { message: string; type: string; code: string; param: string | null };
+  error: { message: string; type: string; code: string; param: string | null; details?: Record<string, unknown> };
 }
 
 export function toErrorBody(err: unknown): { status: number; body: ErrorBody } {
   const code = errorCode(err) ?? 'ERR_INTERNAL';
   const info = ERROR_CODES[code];
   const raw = err instanceof Error ? err.message : typeof err === 'string' ? err : 'internal error';
-  const message = code === 'ERR_INTERNAL' && !(err instanceof LlmqError) ? 'internal error' : errorDetail(raw);
+  const hidden = code === 'ERR_INTERNAL' && !(err instanceof LlmqError);
+  const message = hidden ? 'internal error' : errorDetail(raw);
   const param = err instanceof LlmqError ? (err.param ?? null) : null;
-  return { status: info.status, body: { error: { message, type: info.type, code, param } } };
+  const details = hidden ? undefined : errorDetails(err);
+  const error: ErrorBody['error'] = { message, type: info.type, code, param };
+  if (details) error.details = details;
+  return { status: info.status, body: { error } };
 }

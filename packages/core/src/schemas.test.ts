@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { LlmqError, checkCapabilities, echoBackend, errorCode, isRetryable, parseJobRequest, requestHash, toErrorBody } from './index.js';
+import { z } from 'zod';
+import { LlmqError, checkCapabilities, echoBackend, errorCode, errorDetails, isRetryable, parseJobRequest, requestHash, toErrorBody, zodToLlmqError } from './index.js';
 
 const fail = (body: unknown) => {
   try {
@@ -26,6 +27,41 @@ describe('job request schema', () => {
     expect(fail({ model: 'm', prompt: 'x', top_k: -1 }).message).toMatch(/^ERR_REQUEST_INVALID: top_k: /);
     expect(fail(null).code).toBe('ERR_REQUEST_INVALID');
     expect(fail('string').code).toBe('ERR_REQUEST_INVALID');
+  });
+
+  it('refuses repeat_penalty 0, which llama.cpp divides by, saying 1 is off', () => {
+    for (const repeat_penalty of [0, -1]) {
+      const err = fail({ model: 'm', prompt: 'x', repeat_penalty });
+      expect(toErrorBody(err).status).toBe(400);
+      expect(err.param).toBe('repeat_penalty');
+      expect(err.message).toBe('ERR_REQUEST_INVALID: repeat_penalty: must be greater than 0 (1 = no penalty, above 1 discourages repeats)');
+    }
+    expect(parseJobRequest({ model: 'm', prompt: 'x', repeat_penalty: 1 }).repeat_penalty).toBe(1);
+    expect(fail({ model: 'm', prompt: 'x', repeat_penalty: 11 }).message).toMatch(/repeat_penalty: .*<=10/);
+    // OpenAI's range for the other two penalties.
+    expect(fail({ model: 'm', prompt: 'x', presence_penalty: 2.5 }).message).toMatch(/presence_penalty: .*<=2/);
+    expect(fail({ model: 'm', prompt: 'x', frequency_penalty: -2.5 }).message).toMatch(/frequency_penalty: .*>=-2/);
+  });
+
+  it('says what stop may be when it is neither a string nor up to 16 strings', () => {
+    const allowed = 'stop: must be a string or an array of at most 16 strings, each 1 to 500 characters';
+    const tooMany = fail({ model: 'm', prompt: 'x', stop: Array.from({ length: 17 }, (_, i) => `s${i}`) });
+    expect(toErrorBody(tooMany)).toMatchObject({ status: 400, body: { error: { param: 'stop', message: `${allowed} (got an array of 17)` } } });
+    expect(fail({ model: 'm', prompt: 'x', stop: 5 }).message).toBe(`ERR_REQUEST_INVALID: ${allowed} (got a number)`);
+    expect(fail({ model: 'm', prompt: 'x', stop: ['a', 5] }).message).toBe(`ERR_REQUEST_INVALID: ${allowed} (got an array holding a number)`);
+    expect(parseJobRequest({ model: 'm', prompt: 'x', stop: Array(16).fill('s') }).stop).toHaveLength(16);
+  });
+
+  it('explains a union no branch of which matched, rather than "Invalid input" (the front doors\' own schemas)', () => {
+    const door = z.object({ stop: z.union([z.string(), z.array(z.string())]).optional(), prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]) });
+    const err = (body: unknown) => zodToLlmqError(door.safeParse(body).error!);
+    expect(err({ prompt: 'x', stop: 5 }).message).toBe('ERR_REQUEST_INVALID: stop: Invalid input: expected string or array');
+    expect(err({ prompt: ['a', 'b'] }).message).toBe('ERR_REQUEST_INVALID: prompt: only one prompt per request is supported');
+    expect(err({ prompt: 'x', stop: ['a', 1] })).toMatchObject({ param: 'stop[1]', message: expect.stringMatching(/stop\[1\]: .*expected string/) });
+  });
+
+  it('names both values when min_tokens exceeds max_tokens', () => {
+    expect(fail({ model: 'm', prompt: 'x', min_tokens: 20, max_tokens: 10 })).toMatchObject({ param: 'min_tokens', message: 'ERR_REQUEST_INVALID: min_tokens: 20 is more than max_tokens (10); min_tokens must not exceed max_tokens' });
   });
 
   it('rejects parameters the backend does not support', () => {
@@ -58,5 +94,29 @@ describe('error codes', () => {
     const internal = toErrorBody(new TypeError('secret stack detail'));
     expect(internal.status).toBe(500);
     expect(internal.body.error.message).toBe('internal error');
+  });
+
+  it("carry the thrower's details to the HTTP body (a context-length error says how many tokens)", () => {
+    const err = new LlmqError('ERR_BACKEND_CONTEXT_LENGTH', 'the prompt does not fit', { details: { prompt_tokens: 5000, context_size: 4096 } });
+    expect(toErrorBody(err)).toEqual({
+      status: 400,
+      body: { error: { message: 'the prompt does not fit', type: 'invalid_request_error', code: 'ERR_BACKEND_CONTEXT_LENGTH', param: null, details: { prompt_tokens: 5000, context_size: 4096 } } },
+    });
+    // As the gateway rebuilds a stored job error.
+    expect(toErrorBody(new LlmqError('ERR_QUEUE_FULL', 'full', { details: { retry_after_s: 5 } })).body.error.details).toEqual({ retry_after_s: 5 });
+    expect(toErrorBody(new LlmqError('ERR_JOB_TIMEOUT', 'slow')).body.error).not.toHaveProperty('details');
+    const internal = Object.assign(new TypeError('boom'), { details: { secret: 'x' } });
+    expect(toErrorBody(internal).body.error).not.toHaveProperty('details');
+  });
+
+  it('keep details small and plain: scalars and short lists only, credentials in URLs masked', () => {
+    const details = errorDetails(
+      new LlmqError('ERR_BACKEND_UNAVAILABLE', 'down', {
+        details: { status: 503, server: 'http://user:hunter2@ts:8080/v1', tried: ['a', 'b'], request: { prompt: 'private' }, many: Array(17).fill(1), long: 'x'.repeat(300), nan: Number.NaN },
+      }),
+    );
+    expect(details).toEqual({ status: 503, server: 'http://***@ts:8080/v1', tried: ['a', 'b'], long: `${'x'.repeat(200)}…` });
+    expect(errorDetails(new LlmqError('ERR_BACKEND_UNAVAILABLE', 'down', { details: { request: { prompt: 'private' } } }))).toBeUndefined();
+    expect(errorDetails(new Error('plain'))).toBeUndefined();
   });
 });

@@ -22,10 +22,22 @@ export const responseFormatSchema = z.discriminatedUnion('type', [
 ]);
 export type ResponseFormat = z.infer<typeof responseFormatSchema>;
 
-const stopSchema = z.union([
-  z.string().min(1).max(500),
-  z.array(z.string().min(1).max(500)).max(16),
-]);
+/** Stop strings a request may give, and how long each may be. */
+export const MAX_STOP_STRINGS = 16;
+export const MAX_STOP_LENGTH = 500;
+const STOP_ALLOWED = `a string or an array of at most ${MAX_STOP_STRINGS} strings, each 1 to ${MAX_STOP_LENGTH} characters`;
+
+function describeStop(input: unknown): string {
+  const kind = (v: unknown) => (v === null ? 'null' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
+  if (!Array.isArray(input)) return kind(input);
+  const odd: unknown[] = input.filter((v) => typeof v !== 'string');
+  return odd.length > 0 ? `an array holding ${kind(odd[0])}` : `an array of ${input.length}`;
+}
+
+const stopSchema = z.union([z.string().min(1).max(MAX_STOP_LENGTH), z.array(z.string().min(1).max(MAX_STOP_LENGTH)).max(MAX_STOP_STRINGS)], {
+  // zod's own message for a union is "Invalid input": say what is allowed and what came.
+  error: (issue) => `must be ${STOP_ALLOWED} (got ${describeStop(issue.input)})`,
+});
 
 /**
  * Generation parameters shared by every front door. Backends declare which of them they honour;
@@ -40,7 +52,8 @@ export const generationParamsShape = {
   min_p: z.number().min(0).max(1).optional(),
   seed: z.int().min(0).max(2 ** 32 - 1).optional(),
   stop: stopSchema.optional(),
-  repeat_penalty: z.number().min(0).max(10).optional(),
+  // llama.cpp divides logits by it: 0 (or less) wrecks the output rather than turning it off.
+  repeat_penalty: z.number().gt(0, 'must be greater than 0 (1 = no penalty, above 1 discourages repeats)').max(10).optional(),
   presence_penalty: z.number().min(-2).max(2).optional(),
   frequency_penalty: z.number().min(-2).max(2).optional(),
   response_format: responseFormatSchema.optional(),
@@ -76,7 +89,7 @@ export const jobRequestSchema = z
       ctx.addIssue({ code: 'custom', path: ['messages'], message: 'give "prompt" or "messages", not both' });
     }
     if (value.min_tokens !== undefined && value.max_tokens !== undefined && value.min_tokens > value.max_tokens) {
-      ctx.addIssue({ code: 'custom', path: ['min_tokens'], message: 'must not exceed max_tokens' });
+      ctx.addIssue({ code: 'custom', path: ['min_tokens'], message: `${value.min_tokens} is more than max_tokens (${value.max_tokens}); min_tokens must not exceed max_tokens` });
     }
   });
 
@@ -137,6 +150,18 @@ export interface JobData {
   result?: JobResult | undefined;
   /** Names of sinks that already committed this result. */
   sinks_done?: string[] | undefined;
+  /**
+   * The `details` of the error the job failed with for good. BullMQ keeps only the failure's
+   * message (`failedReason`); `reason` is that message, so details are shown only beside it.
+   */
+  failure?: { reason: string; details: Record<string, unknown> } | undefined;
+}
+
+/** A failed job's error as the API shows it. `details` is what the thrower attached, if anything. */
+export interface JobError {
+  message: string;
+  code: string;
+  details?: Record<string, unknown> | undefined;
 }
 
 export const JOB_STATUSES = ['queued', 'active', 'completed', 'failed', 'cancelled'] as const;
@@ -149,7 +174,7 @@ export interface JobView {
   model: string;
   status: JobStatus;
   result: Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'> | null;
-  error: { message: string; code: string } | null;
+  error: JobError | null;
   attempts: number;
   max_attempts: number;
   priority: number | null;
@@ -166,5 +191,5 @@ export type JobEvent =
   | { type: 'status'; status: JobStatus; attempt?: number; worker?: string; at: number }
   | { type: 'token'; text: string; index: number; /** Characters of output before this text. */ offset: number }
   | { type: 'completed'; result: JobResult }
-  | { type: 'failed'; error: { message: string; code: string }; attempt: number; will_retry: boolean }
+  | { type: 'failed'; error: JobError; attempt: number; will_retry: boolean }
   | { type: 'cancelled'; at: number };

@@ -1,7 +1,7 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import { LlmqError } from './errors.js';
 import type { BackendCapabilities } from './adapters.js';
-import { GENERATION_PARAMS, jobRequestSchema, type JobRequest } from './schemas.js';
+import { GENERATION_PARAMS, generationParamsShape, jobRequestSchema, type JobRequest } from './schemas.js';
 
 /** `a.b[2].c` from a zod path. */
 export function formatPath(path: readonly PropertyKey[]): string {
@@ -11,6 +11,25 @@ export function formatPath(path: readonly PropertyKey[]): string {
     else out += out === '' ? String(part) : `.${String(part)}`;
   }
   return out;
+}
+
+/**
+ * zod says only "Invalid input" when a value matches no branch of a union. When the value has the
+ * type of exactly one branch, that branch's complaint is the one that helps; when it has none of
+ * the types, name them (`Invalid input: expected string or array`).
+ */
+function explainUnion(issue: z.core.$ZodIssueInvalidUnion): { path: readonly PropertyKey[]; message: string } {
+  const expected = new Set<string>();
+  const matched: z.core.$ZodIssue[][] = [];
+  for (const branch of issue.errors) {
+    const only = branch.length === 1 ? branch[0] : undefined;
+    if (only?.code === 'invalid_type' && only.path.length === 0) expected.add(only.expected);
+    else matched.push(branch);
+  }
+  const inner = matched.length === 1 ? matched[0]?.[0] : undefined;
+  if (inner) return { path: inner.path as PropertyKey[], message: inner.message };
+  const message = matched.length === 0 && expected.size > 0 ? `${issue.message}: expected ${[...expected].join(' or ')}` : issue.message;
+  return { path: [], message };
 }
 
 /**
@@ -24,6 +43,10 @@ export function firstIssue(error: z.ZodError): { key: string; message: string; u
   if (issue.code === 'unrecognized_keys') {
     const key = String(issue.keys[0] ?? '');
     return { key: base ? `${base}.${key}` : key, message: 'unknown key', unknownKey: true };
+  }
+  if (issue.code === 'invalid_union' && issue.message === 'Invalid input') {
+    const { path, message } = explainUnion(issue);
+    return { key: formatPath([...(issue.path as PropertyKey[]), ...path]), message, unknownKey: false };
   }
   return { key: base, message: issue.message, unknownKey: false };
 }
@@ -45,6 +68,17 @@ export function parseJobRequest(body: unknown, prefix = ''): JobRequest {
   const parsed = jobRequestSchema.safeParse(body);
   if (!parsed.success) throw zodToLlmqError(parsed.error, prefix);
   return parsed.data;
+}
+
+const generationParamsSchema = z.object(generationParamsShape);
+
+/**
+ * The first generation parameter in `values` (e.g. a model's config `defaults`) that a request
+ * could not give, with the schema's message; keys that are not generation parameters are ignored.
+ */
+export function invalidGenerationParam(values: Record<string, unknown>): { key: string; message: string } | undefined {
+  const parsed = generationParamsSchema.safeParse(values);
+  return parsed.success ? undefined : firstIssue(parsed.error);
 }
 
 /** A template name a backend's `findTemplate` did not find, with the ones it has. */

@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '@llmq/config';
-import { parseJobRequest } from '@llmq/core';
+import { parseJobRequest, toErrorBody } from '@llmq/core';
 import { createPlatform, validateForModel } from './index.js';
 
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
@@ -38,5 +38,47 @@ describe('platform', () => {
     expect(() => validateForModel(p, parseJobRequest({ model: 'e', prompt: 'x', min_p: 0.2 }))).toThrow(/min_p: not supported/);
     expect(() => validateForModel(p, parseJobRequest({ model: 'zz', prompt: 'x' }))).toThrow(/model "zz" does not exist/);
     expect(validateForModel(p, parseJobRequest({ model: 'e', prompt: 'x' })).config.name).toBe('e');
+  });
+
+  it("refuses at enqueue a min_tokens above the model's default max_tokens, naming both values and the config line", async () => {
+    const config = (defaults: Record<string, unknown>) =>
+      loadConfig({ inline: { models: [{ name: 'e', backend: 'echo' }, { name: 'l', backend: 'llama-cpp', defaults, options: { model_path: 'm.gguf' } }] }, env: {} });
+    const p = await createPlatform(config({ max_tokens: 256 }));
+    const refuse = (body: Record<string, unknown>, prefix = '') => {
+      try {
+        validateForModel(p, parseJobRequest({ model: 'l', prompt: 'x', ...body }, prefix), prefix);
+      } catch (err) {
+        return toErrorBody(err);
+      }
+      throw new Error('expected a 400');
+    };
+    expect(refuse({ min_tokens: 1_000_000 })).toEqual({
+      status: 400,
+      body: {
+        error: {
+          message: 'min_tokens: 1000000 is more than max_tokens (256), the default of model "l" (config: models[1].defaults.max_tokens); lower min_tokens or send a max_tokens of at least 1000000',
+          type: 'invalid_request_error',
+          code: 'ERR_REQUEST_INVALID',
+          param: 'min_tokens',
+        },
+      },
+    });
+    expect(refuse({ min_tokens: 300 }, 'jobs[2]').body.error).toMatchObject({ param: 'jobs[2].min_tokens', message: expect.stringMatching(/^jobs\[2\]\.min_tokens: 300 is more than max_tokens \(256\)/) });
+    // The request's own max_tokens replaces the default.
+    expect(validateForModel(p, parseJobRequest({ model: 'l', prompt: 'x', min_tokens: 300, max_tokens: 400 })).config.name).toBe('l');
+    expect(validateForModel(p, parseJobRequest({ model: 'l', prompt: 'x', min_tokens: 256 })).config.name).toBe('l');
+    // A default min_tokens against the request's max_tokens.
+    const withMin = await createPlatform(config({ min_tokens: 50 }));
+    expect(() => validateForModel(withMin, parseJobRequest({ model: 'l', prompt: 'x', max_tokens: 10 }))).toThrow(
+      /max_tokens: 10 is less than min_tokens \(50\), the default of model "l" \(config: models\[1\]\.defaults\.min_tokens\)/,
+    );
+  });
+
+  it('refuses at start-up model defaults a request could not give', async () => {
+    const config = (defaults: Record<string, unknown>) => loadConfig({ inline: { models: [{ name: 'l', backend: 'llama-cpp', defaults, options: { model_path: 'm.gguf' } }] }, env: {} });
+    await expect(createPlatform(config({ repeat_penalty: 0 }))).rejects.toThrow(/models\[0\]\.defaults\.repeat_penalty: must be greater than 0 \(1 = no penalty/);
+    await expect(createPlatform(config({ min_tokens: 500, max_tokens: 100 }))).rejects.toThrow(/models\[0\]\.defaults\.min_tokens: 500 is more than models\[0\]\.defaults\.max_tokens \(100\)/);
+    await expect(createPlatform(config({ stop: 5 }))).rejects.toThrow(/models\[0\]\.defaults\.stop: must be a string or an array of at most 16 strings/);
+    expect((await createPlatform(config({ max_tokens: 100, repeat_penalty: 1.1 }))).models.has('l')).toBe(true);
   });
 });

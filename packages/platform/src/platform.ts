@@ -3,6 +3,7 @@ import {
   checkCapabilities,
   createRegistry,
   firstIssue,
+  invalidGenerationParam,
   loadPlugins,
   noTemplate,
   resolveCapabilities,
@@ -66,6 +67,7 @@ export async function createPlatform(config: ResolvedConfig, options: { builtins
   const file = config.config_path ?? 'config';
   const models = new Map<string, ResolvedModel>();
   config.models.forEach((model, i) => {
+    checkDefaults(model, `models[${i}].defaults`, file);
     const definition = registry.get('backend', model.backend, `${file}: models[${i}].backend`);
     const parsed = parseOptions(definition, model.options, `models[${i}].options`, file);
     const capabilities = resolveCapabilities(definition, parsed, { configDir: config.config_dir, templatesDir: config.templates_path });
@@ -98,6 +100,46 @@ export async function createPlatform(config: ResolvedConfig, options: { builtins
   return { config, registry, models, sources, sinks };
 }
 
+/**
+ * A model's `defaults` go into every job that leaves them out, unchecked by the request schema:
+ * a bad one (repeat_penalty 0, min_tokens above max_tokens) would reach the backend with each job.
+ */
+function checkDefaults(model: ModelConfig, where: string, file: string): void {
+  const bad = invalidGenerationParam(model.defaults);
+  if (bad) {
+    const param = `${where}.${bad.key}`;
+    throw new LlmqError('ERR_CONFIG_INVALID', `${file}: ${param}: ${bad.message}`, { param });
+  }
+  const { min_tokens: min, max_tokens: max } = model.defaults;
+  if (typeof min === 'number' && typeof max === 'number' && min > max) {
+    const param = `${where}.min_tokens`;
+    throw new LlmqError('ERR_CONFIG_INVALID', `${file}: ${param}: ${min} is more than ${where}.max_tokens (${max})`, { param });
+  }
+}
+
+/**
+ * `min_tokens` above the `max_tokens` a job will run with can never be honoured. The request
+ * schema compares the two only when the request gives both; here one of them may be the model's
+ * default, so the message says where it comes from.
+ */
+function checkTokenRange(platform: Platform, request: JobRequest, model: ModelConfig, prefix: string): void {
+  const min = request.min_tokens ?? model.defaults.min_tokens;
+  const max = request.max_tokens ?? model.defaults.max_tokens;
+  if (typeof min !== 'number' || typeof max !== 'number' || min <= max) return;
+  const file = platform.config.config_path ?? 'config';
+  const where = `${file}: models[${platform.config.models.indexOf(model)}].defaults`;
+  const p = (name: string) => (prefix ? `${prefix}.${name}` : name);
+  if (request.min_tokens !== undefined) {
+    const hint = request.max_tokens === undefined ? `, the default of model "${model.name}" (${where}.max_tokens); lower min_tokens or send a max_tokens of at least ${min}` : '; min_tokens must not exceed max_tokens';
+    throw new LlmqError('ERR_REQUEST_INVALID', `${p('min_tokens')}: ${min} is more than max_tokens (${max})${hint}`, { param: p('min_tokens') });
+  }
+  throw new LlmqError(
+    'ERR_REQUEST_INVALID',
+    `${p('max_tokens')}: ${max} is less than min_tokens (${min}), the default of model "${model.name}" (${where}.min_tokens); send a max_tokens of at least ${min}, or a smaller min_tokens`,
+    { param: p('max_tokens') },
+  );
+}
+
 /** Throws a 4xx LlmqError when the request's model is unknown or uses something its backend cannot do. */
 export function validateForModel(platform: Platform, request: JobRequest, prefix = ''): ResolvedModel {
   const model = platform.models.get(request.model);
@@ -107,6 +149,7 @@ export function validateForModel(platform: Platform, request: JobRequest, prefix
   }
   const effective = { ...model.config.defaults, ...request } as JobRequest;
   checkCapabilities(effective, model.capabilities, model.definition.type, prefix);
+  checkTokenRange(platform, request, model.config, prefix);
   return model;
 }
 

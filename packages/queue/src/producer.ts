@@ -4,12 +4,13 @@ import type { Redis } from 'ioredis';
 import {
   LlmqError,
   errorCode,
-  errorDetail,
   requestHash,
   sleep,
   sha256,
+  toJobError,
   type EnqueueInput,
   type JobData,
+  type JobError,
   type JobRequest,
   type JobResult,
   type JobStatus,
@@ -39,7 +40,7 @@ export interface EnqueueResult {
 export interface DlqEntry {
   id: string;
   model: string;
-  error: { message: string; code: string };
+  error: JobError;
   attempts: number;
   failed_at: number;
   source: SourceRef | null;
@@ -394,7 +395,8 @@ export class Producer {
       model: job.data.request.model,
       status,
       result: result ? { text: result.text, finish_reason: result.finish_reason, usage: result.usage, model: result.model } : null,
-      error: failed && job.failedReason ? { message: errorDetail(job.failedReason), code: errorCode(job.failedReason) ?? 'ERR_INTERNAL' } : null,
+      // Details stored for another failure (a job retried from Bull Board) are not this one's.
+      error: failed && job.failedReason ? toJobError(job.failedReason, job.data.failure?.reason === job.failedReason ? job.data.failure.details : undefined) : null,
       attempts,
       max_attempts: job.opts.attempts ?? 1,
       priority: job.opts.priority ?? null,
@@ -557,7 +559,9 @@ export class Producer {
         await existing.remove();
       }
       const { priority } = existing?.opts ?? {};
-      await queue.add('llm', { ...data.data, sinks_done: data.data.sinks_done ?? [] }, jobOptions(this.config, model, bullId, priority));
+      // The replay starts clean: the old failure's details must not show beside a new failure.
+      const { failure: _old, ...fresh } = data.data;
+      await queue.add('llm', { ...fresh, sinks_done: fresh.sinks_done ?? [] }, jobOptions(this.config, model, bullId, priority));
       await entry.remove();
       return { id, created: true };
     } catch (err) {

@@ -4,7 +4,9 @@ import {
   LlmqError,
   errorCode,
   errorDetail,
+  errorDetails,
   isRetryable,
+  toJobError,
   type Backend,
   type JobData,
   type JobResult,
@@ -473,13 +475,20 @@ export class ModelWorker {
       return new DelayedError();
     }
     const message = coded(reason);
+    const details = errorDetails(reason);
     const retryable = isRetryable(reason);
     const maxAttempts = job.opts.attempts ?? 1;
     const final = !retryable || run.attempt >= maxAttempts;
     log.warn({ code: errorCode(message), final, attempts: maxAttempts }, final ? 'job failed' : 'job attempt failed, will retry');
-    if (final && code !== 'ERR_JOB_CANCELLED') await this.deadLetter(job, message, run.attempt);
+    if (final && details) {
+      // BullMQ stores only the message: the details go beside it, so GET /v1/jobs/:id shows them.
+      await job.updateData({ ...job.data, failure: { reason: message, details } }).catch((err: unknown) => log.warn({ err: asError(err).message }, 'could not store the error details'));
+    }
+    if (final && code !== 'ERR_JOB_CANCELLED') await this.deadLetter(job, message, run.attempt, details);
     if (final) await this.notifyFailure(job, message, log);
-    return final ? new UnrecoverableError(message) : new Error(message);
+    const out = final ? new UnrecoverableError(message) : new Error(message);
+    // BullMQ hands this same object to the 'failed' listener, which publishes the event.
+    return details ? Object.assign(out, { details }) : out;
   }
 
   /** Lets sinks mark the source record failed (e.g. a MongoDB document's status). */
@@ -495,12 +504,12 @@ export class ModelWorker {
     }
   }
 
-  private async deadLetter(job: Job<JobData, JobResult>, message: string, attempts: number): Promise<void> {
+  private async deadLetter(job: Job<JobData, JobResult>, message: string, attempts: number, details?: Record<string, unknown>): Promise<void> {
     const id = fromBullId(job.id ?? '');
     const entry: DlqEntry = {
       id,
       model: this.o.model.name,
-      error: { message: errorDetail(message), code: errorCode(message) ?? 'ERR_INTERNAL' },
+      error: toJobError(message, details),
       attempts,
       failed_at: Date.now(),
       source: job.data.source ?? null,
@@ -529,7 +538,7 @@ export class ModelWorker {
       return;
     }
     if (!final) metrics.retried.inc({ model: model.name });
-    control.end(id, { type: 'failed', error: { message: errorDetail(err.message), code }, attempt: job.attemptsMade, will_retry: !final }, final);
+    control.end(id, { type: 'failed', error: toJobError(err.message, errorDetails(err)), attempt: job.attemptsMade, will_retry: !final }, final);
     // Jobs failed by the stalled checker never ran our catch block: dead-letter them here.
     if (final && !this.dlqAdded.delete(id)) {
       const message = err.message.startsWith('ERR_') ? err.message : `ERR_WORKER_SHUTDOWN: ${err.message}`;

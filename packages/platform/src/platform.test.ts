@@ -56,7 +56,7 @@ describe('platform', () => {
       status: 400,
       body: {
         error: {
-          message: 'min_tokens: 1000000 is more than max_tokens (256), the default of model "l" (config: models[1].defaults.max_tokens); lower min_tokens or send a max_tokens of at least 1000000',
+          message: 'min_tokens: 1000000 is more than max_tokens (256), the default of model "l" (config models[1].defaults.max_tokens); lower min_tokens or send a max_tokens of at least 1000000',
           type: 'invalid_request_error',
           code: 'ERR_REQUEST_INVALID',
           param: 'min_tokens',
@@ -70,7 +70,7 @@ describe('platform', () => {
     // A default min_tokens against the request's max_tokens.
     const withMin = await createPlatform(config({ min_tokens: 50 }));
     expect(() => validateForModel(withMin, parseJobRequest({ model: 'l', prompt: 'x', max_tokens: 10 }))).toThrow(
-      /max_tokens: 10 is less than min_tokens \(50\), the default of model "l" \(config: models\[1\]\.defaults\.min_tokens\)/,
+      /max_tokens: 10 is less than min_tokens \(50\), the default of model "l" \(config models\[1\]\.defaults\.min_tokens\)/,
     );
   });
 

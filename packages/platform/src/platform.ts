@@ -126,8 +126,8 @@ function checkTokenRange(platform: Platform, request: JobRequest, model: ModelCo
   const min = request.min_tokens ?? model.defaults.min_tokens;
   const max = request.max_tokens ?? model.defaults.max_tokens;
   if (typeof min !== 'number' || typeof max !== 'number' || min <= max) return;
-  const file = platform.config.config_path ?? 'config';
-  const where = `${file}: models[${platform.config.models.indexOf(model)}].defaults`;
+  // The config's key, not its file: the path of a file on the server is not the client's business.
+  const where = `config models[${platform.config.models.indexOf(model)}].defaults`;
   const p = (name: string) => (prefix ? `${prefix}.${name}` : name);
   if (request.min_tokens !== undefined) {
     const hint = request.max_tokens === undefined ? `, the default of model "${model.name}" (${where}.max_tokens); lower min_tokens or send a max_tokens of at least ${min}` : '; min_tokens must not exceed max_tokens';

@@ -118,26 +118,21 @@ function checkDefaults(model: ModelConfig, where: string, file: string): void {
 }
 
 /**
- * `min_tokens` above the `max_tokens` a job will run with can never be honoured. The request
- * schema compares the two only when the request gives both; here one of them may be the model's
- * default, so the message says where it comes from.
+ * A request's `min_tokens` above the `max_tokens` the job will run with can never be honoured. The
+ * request schema compares the two only when the request gives both; here `max_tokens` may be the
+ * model's default, so the message says where it comes from. A default `min_tokens` gives way to the
+ * request's own `max_tokens` (the job stops there, as it always did): a client that sent no
+ * `min_tokens` is not refused for the config's.
  */
 function checkTokenRange(platform: Platform, request: JobRequest, model: ModelConfig, prefix: string): void {
-  const min = request.min_tokens ?? model.defaults.min_tokens;
+  const min = request.min_tokens;
   const max = request.max_tokens ?? model.defaults.max_tokens;
-  if (typeof min !== 'number' || typeof max !== 'number' || min <= max) return;
+  if (min === undefined || typeof max !== 'number' || min <= max) return;
   // The config's key, not its file: the path of a file on the server is not the client's business.
   const where = `config models[${platform.config.models.indexOf(model)}].defaults`;
-  const p = (name: string) => (prefix ? `${prefix}.${name}` : name);
-  if (request.min_tokens !== undefined) {
-    const hint = request.max_tokens === undefined ? `, the default of model "${model.name}" (${where}.max_tokens); lower min_tokens or send a max_tokens of at least ${min}` : '; min_tokens must not exceed max_tokens';
-    throw new LlmqError('ERR_REQUEST_INVALID', `${p('min_tokens')}: ${min} is more than max_tokens (${max})${hint}`, { param: p('min_tokens') });
-  }
-  throw new LlmqError(
-    'ERR_REQUEST_INVALID',
-    `${p('max_tokens')}: ${max} is less than min_tokens (${min}), the default of model "${model.name}" (${where}.min_tokens); send a max_tokens of at least ${min}, or a smaller min_tokens`,
-    { param: p('max_tokens') },
-  );
+  const param = prefix ? `${prefix}.min_tokens` : 'min_tokens';
+  const hint = request.max_tokens === undefined ? `, the default of model "${model.name}" (${where}.max_tokens); lower min_tokens or send a max_tokens of at least ${min}` : '; min_tokens must not exceed max_tokens';
+  throw new LlmqError('ERR_REQUEST_INVALID', `${param}: ${min} is more than max_tokens (${max})${hint}`, { param });
 }
 
 /** Throws a 4xx LlmqError when the request's model is unknown or uses something its backend cannot do. */

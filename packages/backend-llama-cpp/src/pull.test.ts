@@ -151,6 +151,31 @@ describe('pullModel', () => {
     expect(readFileSync(path).equals(model)).toBe(true);
   });
 
+  it("does not take another repository's file of the same name for this one", async () => {
+    const into = join(dir, 'same-name');
+    const first = await withEndpoint(base, () => pullModel({ uri: 'hf:acme/tiny-GGUF/tiny.gguf', dir: into }));
+    expect(first).toBe(join(into, 'tiny.gguf'));
+    const before = requests.length;
+    const other = await withEndpoint(base, () => pullModel({ uri: 'hf:other/thing-GGUF/tiny.gguf', dir: into }));
+    // Downloaded, under node-llama-cpp's name for it; the first one is left as it was.
+    expect(requests.length).toBeGreaterThan(before);
+    expect(other).not.toBe(first);
+    expect(other.startsWith(join(into, 'hf_other_'))).toBe(true);
+    // Offline, each URI still finds its own file.
+    const offline = await closedOrigin();
+    await withEndpoint(offline, async () => {
+      expect(await pullModel({ uri: 'hf:acme/tiny-GGUF/tiny.gguf', dir: into })).toBe(first);
+      expect(await pullModel({ uri: 'hf:other/thing-GGUF/tiny.gguf', dir: into })).toBe(other);
+    });
+  });
+
+  it('takes a binary-split part URI (node-llama-cpp joins the parts) past the URI check', async () => {
+    const offline = await closedOrigin();
+    const err = await failure(withEndpoint(offline, () => pullModel({ uri: 'hf:user/repo/Big.Q8_0.gguf.part1of2', dir: join(dir, 'parts') })));
+    // Refused only for being offline, not as a bad URI.
+    expect(errorCode(err)).toBe('ERR_BACKEND_UNAVAILABLE');
+  });
+
   it('names the file a URI names, and none for a quantization tag', () => {
     expect(pulledFileName('hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf')).toBe('qwen2.5-0.5b-instruct-q4_k_m.gguf');
     expect(pulledFileName('hf:user/repo/sub/folder/Model-Q4.GGUF#dev')).toBe('Model-Q4.GGUF');

@@ -1,5 +1,5 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
 import { LlmqError } from '@llmq/core';
 import { checkModelFile } from './model-file.js';
 import { abortReason } from './slot-pool.js';
@@ -122,6 +122,29 @@ async function presentFile(uri: string, dir: string, fileName: string | undefine
   }
 }
 
+/**
+ * Which URI each file in a models folder was pulled from. A file's own name is not unique across
+ * repositories (two can each have a model.gguf): a file pulled from one URI is not taken for
+ * another's. A file with no record was put there by hand, and is taken for any URI that names it.
+ */
+const SOURCES_FILE = '.llmq-pulled.json';
+
+async function readSources(dir: string): Promise<Record<string, string>> {
+  try {
+    const parsed: unknown = JSON.parse(await readFile(join(dir, SOURCES_FILE), 'utf8'));
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, string>) : {};
+  } catch {
+    return {};
+  }
+}
+
+async function recordSource(dir: string, path: string, uri: string): Promise<void> {
+  const sources = await readSources(dir);
+  sources[basename(path)] = uri;
+  // Best effort: without the record, the file counts as one put there by hand.
+  await writeFile(join(dir, SOURCES_FILE), `${JSON.stringify(sources, null, 2)}\n`).catch(() => undefined);
+}
+
 /** How long the reachability check waits for any answer. */
 const REACH_TIMEOUT_MS = 15_000;
 
@@ -162,7 +185,8 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
     );
   }
   const named = uri.startsWith('hf:') ? uri.slice('hf:'.length).split('#')[0]!.split('/') : [];
-  if (named.length >= 3 && !named.at(-1)!.toLowerCase().endsWith('.gguf')) {
+  // <file>.gguf, or a part of one split in bytes (<file>.gguf.part1of2: node-llama-cpp joins the parts).
+  if (named.length >= 3 && !/\.gguf(\.part\d+of\d+)?$/i.test(named.at(-1)!)) {
     throw new LlmqError('ERR_REQUEST_INVALID', `cannot pull "${options.uri}": a file in a Hugging Face repository must be a .gguf (hf:<user>/<repo>/<file>.gguf)`, { param: 'uri' });
   }
   const signal = options.signal;
@@ -175,9 +199,13 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
   } catch (err) {
     throw new LlmqError('ERR_DEPENDENCY_MISSING', `node-llama-cpp cannot be loaded: ${(err as Error).message}`, { cause: err });
   }
-  const fileName = pulledFileName(uri);
+  const sources = await readSources(dir);
+  let fileName = pulledFileName(uri);
+  // That name holds another URI's file (another repository's model.gguf): this one keeps
+  // node-llama-cpp's longer name (hf_<user>_…), which tells them apart.
+  if (fileName !== undefined && sources[fileName] !== undefined && sources[fileName] !== uri) fileName = undefined;
   const present = await presentFile(uri, dir, fileName, llama);
-  if (present !== undefined) return present;
+  if (present !== undefined && (sources[basename(present)] ?? uri) === uri) return present;
   if (signal?.aborted) throw abortReason(signal);
   await checkReachable(downloadOrigin(uri), dir, signal);
   const onProgress = options.onProgress;
@@ -214,5 +242,6 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
     await rm(path, { force: true });
     throw err;
   }
+  await recordSource(dir, path, uri);
   return path;
 }

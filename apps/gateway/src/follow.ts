@@ -100,6 +100,8 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
     else if (e.type === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
     else if (e.type === 'failed' && !e.will_retry) settle.reject(new LlmqError(codeOf(e.error.code), e.error.message, e.error.details ? { details: e.error.details } : {}));
     else if (e.type === 'failed') {
+      // A late event of an attempt already superseded is no news: its retry is running.
+      if (e.attempt < attempt) return;
       if (sentChars > 0) return abandon(e.attempt, codeOf(e.error.code), `failed with ${e.error.code} (${e.error.message})`);
       // Nothing reached the client: the retry runs unseen, from the start.
       sentChars = 0;

@@ -163,7 +163,7 @@ export class ServerPool {
     if (candidates === 0) {
       const down = this.servers.filter((s) => !s.healthy).length;
       return new LlmqError('ERR_BACKEND_UNAVAILABLE', `no ts_server left to try (${this.servers.length} configured, ${down} unhealthy, ${exclude.size} already tried)`, {
-        details: { servers: this.servers.length, unhealthy: down, tried: [...exclude] },
+        details: { servers: this.servers.length, unhealthy: down, tried: exclude.size },
       });
     }
     if (!best) return undefined;

@@ -141,7 +141,7 @@ export class TextSynthBackend implements Backend {
     const tried = new Set<string>();
     let lastError: LlmqError | undefined;
     const giveUp = (last: LlmqError) =>
-      new LlmqError('ERR_BACKEND_UNAVAILABLE', `failed on ${tried.size} ts_server(s); last: ${last.detail}`, { cause: last, details: { servers_tried: [...tried], last_code: last.code } });
+      new LlmqError('ERR_BACKEND_UNAVAILABLE', `failed on ${tried.size} ts_server(s); last: ${last.detail}`, { cause: last, details: { servers_tried: tried.size, last_code: last.code } });
 
     while (tried.size <= this.config.retry_other_server) {
       let lease;

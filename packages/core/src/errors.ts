@@ -135,14 +135,16 @@ export function toJobError(reason: string, details?: Record<string, unknown>): J
 const DETAIL_KEYS = 16;
 const DETAIL_ITEMS = 16;
 const DETAIL_CHARS = 200;
+const DETAIL_KEY_CHARS = 64;
 const URL_CREDENTIALS = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/@]+@/gi;
 
 function detailScalar(value: unknown): string | number | boolean | null | undefined {
   if (value === null || typeof value === 'boolean') return value;
   if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
   if (typeof value !== 'string') return undefined;
-  const short = value.length > DETAIL_CHARS ? `${value.slice(0, DETAIL_CHARS)}…` : value;
-  return short.replace(URL_CREDENTIALS, '$1***@');
+  // Masked before it is cut: a cut between the password and its "@" would leave the password bare.
+  const masked = value.replace(URL_CREDENTIALS, '$1***@');
+  return masked.length > DETAIL_CHARS ? `${masked.slice(0, DETAIL_CHARS)}…` : masked;
 }
 
 /**
@@ -160,6 +162,7 @@ export function errorDetails(err: unknown): Record<string, unknown> | undefined 
   let kept = 0;
   for (const [key, value] of Object.entries(details)) {
     if (kept >= DETAIL_KEYS) break;
+    if (key.length > DETAIL_KEY_CHARS) continue;
     let safe: unknown;
     if (Array.isArray(value)) {
       const items = value.length <= DETAIL_ITEMS ? value.map(detailScalar) : [undefined];

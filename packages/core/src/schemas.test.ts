@@ -116,6 +116,9 @@ describe('error codes', () => {
       }),
     );
     expect(details).toEqual({ status: 503, server: 'http://***@ts:8080/v1', tried: ['a', 'b'], long: `${'x'.repeat(200)}…` });
+    // A password long enough to push its "@" past the cut is masked all the same; an overlong key is dropped.
+    const cut = errorDetails(new LlmqError('ERR_BACKEND_UNAVAILABLE', 'down', { details: { server: `https://user:${'A'.repeat(250)}@ts:8080/v1`, ['k'.repeat(65)]: 1 } }));
+    expect(cut).toEqual({ server: 'https://***@ts:8080/v1' });
     expect(errorDetails(new LlmqError('ERR_BACKEND_UNAVAILABLE', 'down', { details: { request: { prompt: 'private' } } }))).toBeUndefined();
     expect(errorDetails(new Error('plain'))).toBeUndefined();
   });

@@ -20,6 +20,16 @@ describe('OpenAI and TextSynth front doors', () => {
     await stack?.close();
   });
 
+  it('says what stop may be when it is wrong, and takes stop: null', async () => {
+    for (const stop of [5, Array.from({ length: 17 }, (_, i) => `s${i}`)]) {
+      const r = await stack.http('POST', '/v1/completions', { model: 'echo', prompt: 'a b', stop });
+      expect(r.status).toBe(400);
+      expect(r.body.error.message).toMatch(/^stop: must be a string or an array of at most 16 strings/);
+    }
+    const ok = await stack.http('POST', '/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'a b' }], stop: null });
+    expect(ok.status).toBe(200);
+  });
+
   it('serves chat completions to the official SDK, non-streaming', async () => {
     const r = await openai.chat.completions.create({ model: 'echo', messages: [{ role: 'system', content: 'be nice' }, { role: 'user', content: 'hello there world' }] });
     expect(r.object).toBe('chat.completion');

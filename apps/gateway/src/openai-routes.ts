@@ -19,7 +19,8 @@ const common = {
   temperature: z.number().nullish(),
   top_p: z.number().nullish(),
   seed: z.int().nullish(),
-  stop: z.union([z.string(), z.array(z.string())]).nullish(),
+  // Checked by the job schema, whose message says what is allowed (a string or up to 16).
+  stop: z.unknown().optional(),
   presence_penalty: z.number().nullish(),
   frequency_penalty: z.number().nullish(),
   stream: z.boolean().nullish(),

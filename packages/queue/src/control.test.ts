@@ -64,4 +64,21 @@ describe('ControlListener', () => {
     control.end('job_5', { type: 'failed', error: { message: 'no room', code: 'ERR_BACKEND_CONTEXT_LENGTH' }, attempt: 1, will_retry: false }, true);
     expect(published).toEqual([{ id: 'job_5', type: 'failed' }]);
   });
+
+  it('keeps no watch for a job that left this process without an end here (rate limited, retried elsewhere)', () => {
+    const sub = flakySubscriber(0);
+    const { logger } = recordingLogger();
+    const published: string[] = [];
+    const control = new ControlListener(sub as unknown as Redis, { cancelChannel: 'c', watchChannel: 'w', publish: (id) => void published.push(id), logger });
+    for (let i = 0; i < 100; i++) {
+      control.track(`job_${i}`, { cancel: () => undefined, onWatch: () => undefined });
+      sub.emit('message', 'w', `job_${i}`);
+      control.untrack(`job_${i}`);
+    }
+    const watched = (control as unknown as { watched: Set<string> }).watched;
+    expect(watched.size).toBe(0);
+    // The watch still reaches the outcome when BullMQ reports it just after.
+    control.end('job_99', { type: 'completed', result: { text: 'x', finish_reason: 'stop', usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 }, model: 'm', started_at: 0, completed_at: 1, worker: 'w' } }, true);
+    expect(published).toEqual(['job_99']);
+  });
 });

@@ -125,6 +125,10 @@ export class ControlListener {
 
   untrack(id: string): void {
     this.running.delete(id);
+    // The watch moves to the bounded, expiring map until end() (or a retry starting here) takes it:
+    // a job that ends without end() here (rate limited, handed back, retried in another process)
+    // would otherwise stay in `watched` for the life of the process.
+    if (this.watched.size > 0 && this.watched.delete(id)) this.recentWatch.set(id, true);
   }
 
   isWatched(id: string): boolean {
@@ -133,14 +137,15 @@ export class ControlListener {
 
   /**
    * A job's attempt ended. Final events are published when watched and kept briefly for late
-   * watchers; a retry keeps the watch (another process re-learns it from the client's re-announce).
+   * watchers. The watch is used up: a retry, here or in another process, learns it again from the
+   * client's re-announce, which the gateway sends when it sees the failed event.
    */
   end(id: string, event: JobEvent, final: boolean): void {
     // A watch that came after the processor returned and before BullMQ stored the outcome found the
     // job neither running nor finished here, and was only remembered: it counts.
     const watched = (this.watched.size > 0 && this.watched.has(id)) || (this.recentWatch.size > 0 && this.recentWatch.delete(id));
+    if (watched) this.watched.delete(id);
     if (final) {
-      if (watched) this.watched.delete(id);
       const status = event.type === 'completed' ? 'completed' : event.type === 'cancelled' ? 'cancelled' : 'failed';
       this.finished.set(id, { at: Date.now(), status });
     }

@@ -2,18 +2,16 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { loadConfig } from '@llmq/config';
-import { LlmqError, defineBackend, silentLogger, type GenerateInput } from '@llmq/core';
+import { LlmqError, defineBackend, silentLogger, sleep, type GenerateInput } from '@llmq/core';
 import { BUILTIN_DEFINITIONS, createPlatform } from '@llmq/platform';
 import { startRedis, type TestRedis } from '@llmq/testing';
 import { startWorker, type WorkerHandle } from '@llmq/worker';
 import { serveGateway, type ServedGateway } from '@llmq/gateway';
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason as Error);
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason as Error)), { once: true });
-  });
+/** Waits `ms`, or rejects with the abort's reason when the job is cancelled meanwhile. */
+async function sleepOrAbort(ms: number, signal: AbortSignal): Promise<void> {
+  await sleep(ms, signal);
+  if (signal.aborted) throw signal.reason as Error;
 }
 
 /**
@@ -39,10 +37,10 @@ const scripted = defineBackend<Record<string, never>>({
           input.onToken('partial');
           input.onToken(' answer');
           // Longer than worker.stream_flush_ms: the tokens reach the client before the failure.
-          await sleep(200, input.signal);
+          await sleepOrAbort(200, input.signal);
           throw new LlmqError('ERR_BACKEND_UNAVAILABLE', 'scripted failure after streaming');
         }
-        if (input.attempt === 1 && script === 'fail-slowly') await sleep(300, input.signal);
+        if (input.attempt === 1 && script === 'fail-slowly') await sleepOrAbort(300, input.signal);
         if (input.attempt === 1 && (script === 'fail-then-stream' || script === 'fail-slowly')) throw new LlmqError('ERR_BACKEND_UNAVAILABLE', 'scripted failure before any text');
         const text = input.request.template === undefined ? 'second answer' : `template=${input.request.template}`;
         input.onToken(text);

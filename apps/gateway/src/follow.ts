@@ -1,11 +1,10 @@
-import { LlmqError, errorCode, type ErrorCode, type JobRequest, type JobResult, type Logger } from '@llmq/core';
+import { LlmqError, fromJobError, type ErrorCode, type JobRequest, type JobResult, type Logger } from '@llmq/core';
 import { newJobId, type EventHub, type Metrics, type Producer } from '@llmq/queue';
+import { unsentText } from './sse.js';
 
 /** What a front door answers with (the job view's result). */
 export type FollowResult = Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'>;
 
-/** A code as the worker serialised it; one this gateway does not know reads as ERR_INTERNAL. */
-const codeOf = (code: string): ErrorCode => errorCode({ code }) ?? 'ERR_INTERNAL';
 
 export interface FollowOptions {
   producer: Producer;
@@ -52,7 +51,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
       const view = await o.producer.getJob(id);
       if (!view || finished) return;
       if (view.status === 'completed' && view.result) settle.resolve(view.result);
-      else if (view.status === 'failed' && view.error) settle.reject(new LlmqError(codeOf(view.error.code), view.error.message, view.error.details ? { details: view.error.details } : {}));
+      else if (view.status === 'failed' && view.error) settle.reject(fromJobError(view.error));
       else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
     } catch {
       // The poll below tries again.
@@ -92,17 +91,17 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
       }
     } else if (e.type === 'token') {
       if (!o.onToken) return;
-      const upTo = e.offset + e.text.length;
-      if (upTo <= sentChars) return;
-      o.onToken(e.offset < sentChars ? e.text.slice(sentChars - e.offset) : e.text);
-      sentChars = upTo;
+      const text = unsentText(e, sentChars);
+      if (text === undefined) return;
+      o.onToken(text);
+      sentChars = e.offset + e.text.length;
     } else if (e.type === 'completed') settle.resolve(e.result);
     else if (e.type === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
-    else if (e.type === 'failed' && !e.will_retry) settle.reject(new LlmqError(codeOf(e.error.code), e.error.message, e.error.details ? { details: e.error.details } : {}));
+    else if (e.type === 'failed' && !e.will_retry) settle.reject(fromJobError(e.error));
     else if (e.type === 'failed') {
       // A late event of an attempt already superseded is no news: its retry is running.
       if (e.attempt < attempt) return;
-      if (sentChars > 0) return abandon(e.attempt, codeOf(e.error.code), `failed with ${e.error.code} (${e.error.message})`);
+      if (sentChars > 0) return abandon(e.attempt, fromJobError(e.error).code, `failed with ${e.error.code} (${e.error.message})`);
       // Nothing reached the client: the retry runs unseen, from the start.
       sentChars = 0;
       runStartedAt = undefined;

@@ -9,6 +9,15 @@ function send(res: Response, event: string, data: unknown): void {
 }
 
 /**
+ * The part of a token event a client that has `sent` characters lacks; undefined when it has it
+ * all. A worker that learns of a watch late re-sends the text so far at offset 0.
+ */
+export function unsentText(e: { text: string; offset: number }, sent: number): string | undefined {
+  if (e.offset + e.text.length <= sent) return undefined;
+  return e.offset < sent ? e.text.slice(sent - e.offset) : e.text;
+}
+
+/**
  * A `status` event. `attempts` (as documented, and as in the job view) counts attempts started,
  * the running one included; `attempt` is the same number, kept for clients that read it.
  */
@@ -92,11 +101,10 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     if (ended) return;
     switch (e.type) {
       case 'token': {
-        const upTo = e.offset + e.text.length;
-        if (upTo <= sentChars) break;
-        const text = e.offset < sentChars ? e.text.slice(sentChars - e.offset) : e.text;
+        const text = unsentText(e, sentChars);
+        if (text === undefined) break;
         send(res, 'token', { text, index: e.index, offset: sentChars });
-        sentChars = upTo;
+        sentChars = e.offset + e.text.length;
         break;
       }
       case 'status':

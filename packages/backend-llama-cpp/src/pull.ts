@@ -50,20 +50,25 @@ export function downloadOrigin(uri: string, env: Readonly<Record<string, string 
  * keeps node-llama-cpp's name.
  */
 export function pulledFileName(uri: string): string | undefined {
-  let path: string;
+  let name: string;
   if (uri.startsWith('hf:')) {
-    path = uri.slice('hf:'.length).split('#')[0] ?? '';
-    // user/repo/[folders/]file.gguf
-    if (path.split('/').length < 3) return undefined;
+    const file = hfFile(uri);
+    if (file === undefined) return undefined;
+    name = file;
   } else {
     try {
-      path = decodeURIComponent(new URL(uri).pathname);
+      name = decodeURIComponent(new URL(uri).pathname).split('/').at(-1) ?? '';
     } catch {
       return undefined;
     }
   }
-  const name = path.split('/').at(-1) ?? '';
   return name.length > '.gguf'.length && name.toLowerCase().endsWith('.gguf') ? name : undefined;
+}
+
+/** The file an `hf:<user>/<repo>/[folders/]<file>[#<branch>]` URI names; undefined for `hf:<user>/<repo>[:<quant>]`. */
+function hfFile(uri: string): string | undefined {
+  const parts = (uri.slice('hf:'.length).split('#')[0] ?? '').split('/');
+  return parts.length >= 3 ? parts.at(-1) : undefined;
 }
 
 /** Bytes per block and elements per block of the GGML tensor types models commonly use (ggml's type traits). */
@@ -89,16 +94,10 @@ const GGML_BLOCKS: Readonly<Record<number, readonly [bytes: number, elements: nu
  * cannot be read, is not judged here (llama.cpp still refuses it at load, with its reason).
  */
 async function holdsAllTensors(path: string, size: number, llama: typeof import('node-llama-cpp')): Promise<boolean> {
-  let tensors: readonly { fileOffset: number | bigint; ggmlType: number; dimensions: readonly (number | bigint)[]; filePart: number }[];
-  try {
-    const info = await llama.readGgufFileInfo(path, { sourceType: 'filesystem', spliceSplitFiles: false, logWarnings: false });
-    if (info.splicedParts > 1 || info.tensorInfo === undefined) return true;
-    tensors = info.tensorInfo;
-  } catch {
-    return true;
-  }
+  const info = await llama.readGgufFileInfo(path, { sourceType: 'filesystem', spliceSplitFiles: false, logWarnings: false }).catch(() => undefined);
+  if (info?.tensorInfo === undefined || info.splicedParts > 1) return true;
   let end = 0;
-  for (const t of tensors) {
+  for (const t of info.tensorInfo) {
     const block = GGML_BLOCKS[t.ggmlType];
     const elements = t.dimensions.reduce<number>((a, d) => a * Number(d), 1);
     const bytes = block === undefined ? 1 : Math.ceil(elements / block[1]) * block[0];
@@ -184,9 +183,9 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
       { param: 'uri' },
     );
   }
-  const named = uri.startsWith('hf:') ? uri.slice('hf:'.length).split('#')[0]!.split('/') : [];
+  const file = uri.startsWith('hf:') ? hfFile(uri) : undefined;
   // <file>.gguf, or a part of one split in bytes (<file>.gguf.part1of2: node-llama-cpp joins the parts).
-  if (named.length >= 3 && !/\.gguf(\.part\d+of\d+)?$/i.test(named.at(-1)!)) {
+  if (file !== undefined && !/\.gguf(\.part\d+of\d+)?$/i.test(file)) {
     throw new LlmqError('ERR_REQUEST_INVALID', `cannot pull "${options.uri}": a file in a Hugging Face repository must be a .gguf (hf:<user>/<repo>/<file>.gguf)`, { param: 'uri' });
   }
   const signal = options.signal;

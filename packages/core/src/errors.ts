@@ -131,6 +131,11 @@ export function toJobError(reason: string, details?: Record<string, unknown>): J
   return error;
 }
 
+/** The error a failed job's `error` stands for, as {@link toJobError} wrote it; a code this process does not know reads as ERR_INTERNAL. */
+export function fromJobError(error: JobError): LlmqError {
+  return new LlmqError(errorCode({ code: error.code }) ?? 'ERR_INTERNAL', error.message, error.details ? { details: error.details } : {});
+}
+
 /** Limits on what of an error's `details` leaves the process: enough for numbers and names, never a payload. */
 const DETAIL_KEYS = 16;
 const DETAIL_ITEMS = 16;

@@ -13,7 +13,9 @@
 // Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores − 1, at least 1), BENCH_NS (1,2,4,8), BENCH_ROUNDS (rounds per N: best of, and the median of paired rounds; default: as many as fit
 //        BENCH_SECONDS (45) per N, 10 to 30), BENCH_CTX (512),
 //        BENCH_SIZES (tiny,small,medium), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process),
-//        BENCH_FLUSH_MS (the worker's stream_flush_ms; default the config's, 50), BENCH_WARM=0 (no warm-up request before each round, see compare()).
+//        BENCH_FLUSH_MS (the worker's stream_flush_ms; default the config's, 50), BENCH_WARM=0 (no warm-up request before each round, see compare()),
+//        BENCH_BACKEND=1 (one more side, `backend`: llmq's llama-cpp backend called in this process, no queue, HTTP or
+//        Redis; backend/joined is what the backend's own code costs, llmq/backend what the rest of the path does).
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -25,7 +27,7 @@ import { loadConfig } from '@llmq/config';
 import { silentLogger } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { serveGateway } from '@llmq/gateway';
-import { BatchJoiner, physicalCoreCount } from '@llmq/backend-llama-cpp';
+import { BatchJoiner, llamaCppBackend, physicalCoreCount } from '@llmq/backend-llama-cpp';
 import { generateTinyGguf, startRedis } from '@llmq/testing';
 
 const env = process.env;
@@ -89,7 +91,7 @@ const median = (xs) => {
 };
 let model;
 /** The sides of each N, in the order their rounds rotate through (see compare()). */
-const SIDES = ['completion', 'evaluate', 'joined', 'llmq'];
+const SIDES = ['completion', 'evaluate', 'joined', 'llmq', ...(env.BENCH_BACKEND === '1' ? ['backend'] : [])];
 
 say(`llmq llama bench — threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${FIXED_ROUNDS ?? `${MIN_ROUNDS}–${MAX_ROUNDS} (as fit ${SECONDS_PER_N} s per N)`}`);
 
@@ -183,6 +185,45 @@ async function directSides(n) {
       await m.dispose();
       await llama.dispose();
     },
+  };
+}
+
+/**
+ * `backend` (BENCH_BACKEND=1): llmq's llama-cpp backend in this process, N generate() calls at once,
+ * on a model and context of its own (as in the worker): the decode path of a worker without the
+ * queue, HTTP, Redis or SSE around it.
+ */
+async function backendSide(n) {
+  const signal = new AbortController().signal;
+  const backend = await llamaCppBackend.create(
+    { name: 'local', config: { model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: false }, concurrency: n },
+    { logger: silentLogger, signal, configDir: tmpdir(), env: {} },
+  );
+  const one = async (r, i, prompt = promptFor(r, i), maxTokens = TOKENS) => {
+    const t0 = performance.now();
+    let first;
+    const out = await backend.generate({
+      jobId: `bench-${r}-${i}`,
+      attempt: 1,
+      model: 'local',
+      request: { model: 'local', prompt, max_tokens: maxTokens, temperature: 0 },
+      signal,
+      logger: silentLogger,
+      onToken: () => void (first ??= performance.now() - t0),
+    });
+    return { first, tokens: out.usage.completion_tokens };
+  };
+  return {
+    async round(r) {
+      const started = performance.now();
+      const runs = await Promise.all(Array.from({ length: n }, (_, i) => one(r, i)));
+      const wall = (performance.now() - started) / 1000;
+      return { tps: runs.reduce((a, x) => a + x.tokens, 0) / wall, ttft: median(runs.map((x) => x.first ?? NaN)), tokens: runs.reduce((a, x) => a + x.tokens, 0) };
+    },
+    async warm() {
+      await one(-1, -1, WARM_PROMPT, 1);
+    },
+    close: () => backend.close(),
   };
 }
 
@@ -343,8 +384,9 @@ async function llmqSide(n, redis) {
 async function compare(n, redis) {
   const direct = await directSides(n);
   const llmq = await llmqSide(n, redis);
-  const round = { completion: direct.completion, evaluate: direct.evaluate, joined: direct.joined, llmq: llmq.round };
-  const warm = { completion: direct.warm, evaluate: direct.warm, joined: direct.warm, llmq: llmq.warm };
+  const inProcess = SIDES.includes('backend') ? await backendSide(n) : undefined;
+  const round = { completion: direct.completion, evaluate: direct.evaluate, joined: direct.joined, llmq: llmq.round, backend: inProcess?.round };
+  const warm = { completion: direct.warm, evaluate: direct.warm, joined: direct.warm, llmq: llmq.warm, backend: inProcess?.warm };
   const results = Object.fromEntries(SIDES.map((k) => [k, []]));
   let rss;
   // Short rounds (the tiny model) are the noisiest and cheap to repeat: unless BENCH_ROUNDS fixes
@@ -373,6 +415,7 @@ async function compare(n, redis) {
     }
   } finally {
     rss = await llmq.close();
+    await inProcess?.close();
     await direct.close();
   }
   const completion = best(results.completion);
@@ -383,14 +426,20 @@ async function compare(n, redis) {
   const pick = { ...{ completion, evaluate }[api], api };
   // Rounds r of both sides ran back to back: their ratio is the least disturbed by a slow spell of
   // the machine, which moves single rounds ±15 % here. Reported: the median over rounds, and the range.
-  const pairedWith = (side) => results.llmq.map((l, r) => l.tps / results[side][r].tps).sort((a, b) => a - b);
+  const pairedOf = (side, base) => results[side].map((x, r) => x.tps / results[base][r].tps).sort((a, b) => a - b);
+  const pairedWith = (side) => pairedOf('llmq', side);
   const paired = pairedWith(api);
   // llmq against direct with the same batching: what the queue itself (HTTP, Redis, SSE, worker) costs.
   const pairedJoined = pairedWith('joined');
   const rounds = Object.fromEntries(SIDES.map((k) => [k, results[k].map((x) => Math.round(x.tps * 10) / 10)]));
-  return { direct: { ...pick, completion, evaluate, joined: best(results.joined) }, llmq: { ...best(results.llmq), rss, unwatched: llmq.unwatched, doneBeforeStream: llmq.doneBeforeStream }, paired, pairedJoined, rounds };
+  const backendSplit = inProcess ? { backendJoined: pairedOf('backend', 'joined'), llmqBackend: pairedOf('llmq', 'backend') } : undefined;
+  return { direct: { ...pick, completion, evaluate, joined: best(results.joined) }, llmq: { ...best(results.llmq), rss, unwatched: llmq.unwatched, doneBeforeStream: llmq.doneBeforeStream }, paired, pairedJoined, backendSplit, rounds };
 }
 
+const range = (p) => `${p.median.toFixed(2)} (${p.min.toFixed(2)}–${p.max.toFixed(2)})`;
+const interval = (p) => (p.interval ? `${p.interval[0].toFixed(2)}–${p.interval[1].toFixed(2)}` : 'n/a');
+/** Where the target stands at one N, by the interval of its per-round median. */
+const verdict = (p) => (!p.interval ? 'too few rounds' : p.interval[0] >= TARGET ? 'above' : p.interval[1] < TARGET ? 'below' : 'not resolved');
 const redis = await startRedis();
 const tables = [];
 try {
@@ -399,13 +448,18 @@ try {
     say(`\nmodel ${m.label}: ${m.path}`);
     const rows = [];
     for (const n of NS) {
-      const { direct: d, llmq: l, paired, pairedJoined, rounds } = await compare(n, redis);
+      const { direct: d, llmq: l, paired, pairedJoined, backendSplit, rounds } = await compare(n, redis);
       const summary = (xs) => ({ median: median(xs), interval: medianInterval(xs), min: xs[0], max: xs.at(-1), rounds: xs });
       const row = { n, direct: d, llmq: l, ratio: l.tps / d.tps, paired: summary(paired), pairedJoined: summary(pairedJoined), rounds };
+      if (backendSplit) {
+        row.backendJoined = summary(backendSplit.backendJoined);
+        row.llmqBackend = summary(backendSplit.llmqBackend);
+      }
       if (env.BENCH_STAGES) say(`    N=${n} tok/s by round: ${SIDES.map((k) => `${k} ${rounds[k].join(' ')}`).join('; ')}`);
       rows.push(row);
       say(`  N=${n}: direct ${d.tps.toFixed(1)} tok/s via ${d.api} (completion ${d.completion.tps.toFixed(1)}, evaluate ${d.evaluate.tps.toFixed(1)}; joined ${d.joined.tps.toFixed(1)}; TTFT ${d.ttft.toFixed(0)} ms), llmq ${l.tps.toFixed(1)} tok/s (TTFT ${l.ttft.toFixed(0)} ms), ratio ${row.ratio.toFixed(2)}; ` +
         `${paired.length} rounds, per round ${paired.map((x) => x.toFixed(2)).join(' ')}; vs joined ${pairedJoined.map((x) => x.toFixed(2)).join(' ')}`);
+      if (row.backendJoined) say(`  N=${n}: in-process backend/joined per round ${row.backendJoined.median.toFixed(2)} (95 % interval ${interval(row.backendJoined)}), llmq/backend ${row.llmqBackend.median.toFixed(2)} (${interval(row.llmqBackend)})`);
       if (l.doneBeforeStream > 0) say(`  ${l.doneBeforeStream} llmq job(s) at N=${n} were done before their SSE stream opened: their text came with the final event (their time to first token is that event's)`);
       if (l.unwatched > 0) say(`  WARNING: ${l.unwatched} llmq job(s) at N=${n} got no live SSE event and ended from the stored result after the gateway's 5 s safety net: this row does not measure llmq's path`);
     }
@@ -414,10 +468,6 @@ try {
 } finally {
   await redis.stop();
 }
-const range = (p) => `${p.median.toFixed(2)} (${p.min.toFixed(2)}–${p.max.toFixed(2)})`;
-const interval = (p) => (p.interval ? `${p.interval[0].toFixed(2)}–${p.interval[1].toFixed(2)}` : 'n/a');
-/** Where the target stands at one N, by the interval of its per-round median. */
-const verdict = (p) => (!p.interval ? 'too few rounds' : p.interval[0] >= TARGET ? 'above' : p.interval[1] < TARGET ? 'below' : 'not resolved');
 for (const { model: label, rows } of tables) {
   say(`\n${label}\nN   direct tok/s (API)  completion  evaluate  joined  llmq tok/s  llmq/direct  per round: median (range)  95 % interval  llmq/joined per round  TTFT direct ms  TTFT llmq ms  worker RSS MiB`);
   for (const r of rows) {
@@ -433,6 +483,10 @@ for (const { model: label, rows } of tables) {
   // The verdict above reads two noisy figures; this one says what the rounds can tell apart.
   say(`target by the 95 % interval of the per-round median: ${rows.map((r) => `N=${r.n} ${verdict(r.paired)}`).join(', ')} ("not resolved": the interval spans ${TARGET}, this run cannot tell)`);
   say(`lowest llmq/joined per-round median on ${label}: ${Math.min(...rows.map((r) => r.pairedJoined.median)).toFixed(2)} (the queue's own cost, batching equal)`);
+  if (rows[0].backendJoined) {
+    say(`llmq/joined split, per-round medians, N = ${rows.map((r) => r.n).join(' / ')}: the backend in this process against joined ${rows.map((r) => r.backendJoined.median.toFixed(2)).join(' / ')}; ` +
+      `llmq against that backend (queue, HTTP, Redis, SSE, another process) ${rows.map((r) => r.llmqBackend.median.toFixed(2)).join(' / ')}`);
+  }
 }
 say(`\nDirect is the faster (by median round) of LlamaCompletion (C) and sequence.evaluate (E) at each N, stock node-llama-cpp; joined is sequence.evaluate with llmq's batch fix (BatchJoiner), which stock node-llama-cpp lacks; all sides report their best round; "per round" lists every round's ratio (their count is the rounds run at that N). TTFT for llmq is measured from the HTTP POST (enqueue, worker pickup, SSE), direct from the call.`);
 mkdirSync('bench-results', { recursive: true });

@@ -56,7 +56,11 @@ afterAll(async () => {
 /** A worker for one model on a fresh prefix, with a producer and an event hub beside it. */
 async function setUp(model: string, error: () => Error, attempts = 1) {
   const prefix = `llmq-test-${Math.random().toString(36).slice(2, 10)}`;
-  const config: ResolvedConfig = loadConfig({ inline: { redis: { url: redis.url, prefix }, queue: { backoff_ms: 0 }, models: [{ name: model, backend: 'echo', attempts }] }, env: {} });
+  // A retry waits 200 ms, as any real backoff does, so the client's re-announced watch (a few ms
+  // after the failed event) reaches the worker first. At 0 the retry can run and fail before it
+  // does: the worker then answers the watch with a terminal status only, from which a front door
+  // reads the stored outcome, and the second failed event this test follows never goes out.
+  const config: ResolvedConfig = loadConfig({ inline: { redis: { url: redis.url, prefix }, queue: { backoff_ms: 200 }, models: [{ name: model, backend: 'echo', attempts }] }, env: {} });
   const keys: Keys = makeKeys(prefix);
   const connection = connect('worker');
   const publisher = new EventPublisher(connection, keys, silentLogger, 0);

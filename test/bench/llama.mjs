@@ -90,6 +90,8 @@ const median = (xs) => {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 };
 let model;
+/** The llama-cpp backend's options, the same for the worker (llmq) and the in-process `backend` side. */
+const backendOptions = () => ({ model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: false });
 /** The sides of each N, in the order their rounds rotate through (see compare()). */
 const SIDES = ['completion', 'evaluate', 'joined', 'llmq', ...(env.BENCH_BACKEND === '1' ? ['backend'] : [])];
 
@@ -196,7 +198,7 @@ async function directSides(n) {
 async function backendSide(n) {
   const signal = new AbortController().signal;
   const backend = await llamaCppBackend.create(
-    { name: 'local', config: { model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: false }, concurrency: n },
+    { name: 'local', config: backendOptions(), concurrency: n },
     { logger: silentLogger, signal, configDir: tmpdir(), env: {} },
   );
   const one = async (r, i, prompt = promptFor(r, i), maxTokens = TOKENS) => {
@@ -218,7 +220,8 @@ async function backendSide(n) {
       const started = performance.now();
       const runs = await Promise.all(Array.from({ length: n }, (_, i) => one(r, i)));
       const wall = (performance.now() - started) / 1000;
-      return { tps: runs.reduce((a, x) => a + x.tokens, 0) / wall, ttft: median(runs.map((x) => x.first ?? NaN)), tokens: runs.reduce((a, x) => a + x.tokens, 0) };
+      const tokens = runs.reduce((a, x) => a + x.tokens, 0);
+      return { tps: tokens / wall, ttft: median(runs.map((x) => x.first ?? NaN)), tokens };
     },
     async warm() {
       await one(-1, -1, WARM_PROMPT, 1);
@@ -252,7 +255,7 @@ async function llmqSide(n, redis) {
     redis: { url: redis.url, prefix },
     gateway: { port: 0, host: '127.0.0.1' },
     worker: { metrics_port: 0, watchdog_ms: 0, ...(env.BENCH_FLUSH_MS ? { stream_flush_ms: Number(env.BENCH_FLUSH_MS) } : {}) },
-    models: [{ name: 'local', backend: 'llama-cpp', concurrency: n, timeout_ms: 600_000, options: { model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: false } }],
+    models: [{ name: 'local', backend: 'llama-cpp', concurrency: n, timeout_ms: 600_000, options: backendOptions() }],
   };
   const configPath = join(dir, 'llmq.yaml');
   writeFileSync(configPath, JSON.stringify(config));

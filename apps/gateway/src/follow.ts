@@ -5,7 +5,6 @@ import { unsentText } from './sse.js';
 /** What a front door answers with (the job view's result). */
 export type FollowResult = Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'>;
 
-
 export interface FollowOptions {
   producer: Producer;
   hub: EventHub;

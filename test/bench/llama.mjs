@@ -12,7 +12,7 @@
 //           weights per token), where the queue's share is what a user pays.
 // Knobs: BENCH_TOKENS (64), BENCH_THREADS (physical cores − 1, at least 1), BENCH_NS (1,2,4,8), BENCH_ROUNDS (rounds per N: best of, and the median of paired rounds; default: as many as fit
 //        BENCH_SECONDS (45) per N, 10 to 30), BENCH_CTX (512),
-//        BENCH_SIZES (tiny,small,medium), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process),
+//        BENCH_SIZES (tiny,small,medium), BENCH_GPU (cuda, vulkan, metal or auto: every layer on that GPU, both sides; default none), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process),
 //        BENCH_FLUSH_MS (the worker's stream_flush_ms; default the config's, 50), BENCH_WARM=0 (no warm-up request before each round, see compare()),
 //        BENCH_BACKEND=1 (one more side, `backend`: llmq's llama-cpp backend called in this process, no queue, HTTP or
 //        Redis; backend/joined is what the backend's own code costs, llmq/backend what the rest of the path does).
@@ -44,6 +44,9 @@ const SECONDS_PER_N = Number(env.BENCH_SECONDS ?? 45);
 // with no change between them that touches a context whose sequences are all busy.
 const [MIN_ROUNDS, MAX_ROUNDS] = [10, 30];
 const CTX = Number(env.BENCH_CTX ?? 512);
+/** BENCH_GPU=cuda (or vulkan, metal, auto): both sides on that GPU, every layer offloaded; unset, the CPU alone. */
+const GPU = env.BENCH_GPU || false;
+if (GPU && !['auto', 'cuda', 'vulkan', 'metal'].includes(GPU)) throw new Error(`BENCH_GPU must be cuda, vulkan, metal or auto; got "${GPU}"`);
 const PROMPT = 'Once upon a time, in a queue far away,';
 /** The warm-up request before each round: one token; its first token differs from every measured prompt's. */
 const WARM_PROMPT = 'Warm up.';
@@ -91,11 +94,11 @@ const median = (xs) => {
 };
 let model;
 /** The llama-cpp backend's options, the same for the worker (llmq) and the in-process `backend` side. */
-const backendOptions = () => ({ model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: false });
+const backendOptions = () => ({ model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: GPU, ...(GPU ? { gpu_layers: 'max' } : {}) });
 /** The sides of each N, in the order their rounds rotate through (see compare()). */
 const SIDES = ['completion', 'evaluate', 'joined', 'llmq', ...(env.BENCH_BACKEND === '1' ? ['backend'] : [])];
 
-say(`llmq llama bench — threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${FIXED_ROUNDS ?? `${MIN_ROUNDS}–${MAX_ROUNDS} (as fit ${SECONDS_PER_N} s per N)`}`);
+say(`llmq llama bench — ${GPU ? `GPU ${GPU} (all layers), ` : ''}threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${FIXED_ROUNDS ?? `${MIN_ROUNDS}–${MAX_ROUNDS} (as fit ${SECONDS_PER_N} s per N)`}`);
 
 /**
  * Direct: one model, one context with N sequences, N requests at once, two ways, and the faster
@@ -109,8 +112,8 @@ say(`llmq llama bench — threads ${THREADS}, context ${CTX}/sequence, ${TOKENS}
  * All share one model and context (history cleared before each round, outside the timing).
  */
 async function directSides(n) {
-  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, maxThreads: THREADS });
-  const m = await llama.loadModel({ modelPath: model, gpuLayers: 0 });
+  const llama = await getLlama({ gpu: GPU, logLevel: LlamaLogLevel.error, maxThreads: THREADS, build: 'never' });
+  const m = await llama.loadModel({ modelPath: model, gpuLayers: GPU ? 'max' : 0 });
   const context = await m.createContext({ contextSize: CTX, sequences: n, threads: THREADS });
   const sequences = Array.from({ length: n }, () => context.getSequence());
   /** A prompt's tokens for sequence.evaluate, with the beginning-of-sequence token when the model uses one. */

@@ -17,6 +17,15 @@ const external = process.env.LLMQ_TEST_GGUF;
 if (!external) {
   console.info('[backend-llama-cpp] LLMQ_TEST_GGUF is not set: the run on a third-party GGUF is SKIPPED (generated tiny model only)');
 }
+// LLMQ_TEST_GPU=cuda (or vulkan, metal, auto) runs the shared backend of the suites below on that GPU,
+// every layer offloaded; unset, on the CPU, as in CI (no machine there has a GPU).
+const GPUS = ['auto', 'cuda', 'vulkan', 'metal'] as const;
+const gpuEnv = process.env.LLMQ_TEST_GPU;
+if (gpuEnv !== undefined && !(GPUS as readonly string[]).includes(gpuEnv)) throw new Error(`LLMQ_TEST_GPU must be one of ${GPUS.join(', ')}; got "${gpuEnv}"`);
+const testGpu = (gpuEnv as (typeof GPUS)[number] | undefined) ?? false;
+/** The device options of the backends the suites below share the model with: a backend on another device loads it again. */
+const device = testGpu ? { gpu: testGpu, gpu_layers: 'max' as const } : { gpu: false as const };
+if (!testGpu) console.info('[backend-llama-cpp] LLMQ_TEST_GPU is not set: the GPU run is SKIPPED (CPU only)');
 
 interface LogEntry {
   level: string;
@@ -186,10 +195,18 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     // time, just before its 1.5 s timeout.
     // One thread: on a shared 2-core machine llama.cpp's spinning threads make `threads: 2` up to
     // 100x slower for a model this small whenever the other core is busy (see the README).
-    backend = await createBackend({ model_path: path, context_size: 2048, threads: 1, gpu: false, templates_dir: templatesDir }, 4);
+    backend = await createBackend({ model_path: path, context_size: 2048, threads: 1, ...device, templates_dir: templatesDir }, 4);
   });
   afterAll(async () => {
     await backend.close();
+  });
+
+  it.runIf(testGpu)(`runs on the GPU (LLMQ_TEST_GPU=${String(testGpu)}), every layer offloaded`, () => {
+    // The first test after beforeAll: the newest model this suite loaded is its own.
+    const ready = logs.filter((l) => l.msg === 'llama-cpp model ready').at(-1)?.obj as { gpu: unknown; gpu_layers: number } | undefined;
+    if (testGpu === 'auto') expect(ready?.gpu).not.toBe(false);
+    else expect(ready?.gpu).toBe(testGpu);
+    expect(ready?.gpu_layers).toBeGreaterThan(0);
   });
 
   it('loads the model and passes check()', async () => {
@@ -220,7 +237,7 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
   });
 
   it('shares the loaded model with a second backend on the same file (with two threads)', async () => {
-    const second = await createBackend({ model_path: path, context_size: 256, threads: 2, gpu: false }, 1);
+    const second = await createBackend({ model_path: path, context_size: 256, threads: 2, ...device }, 1);
     try {
       expect(llamaCppStats().modelLoads).toBe(loadsBefore + 1);
       const out = await run(second, { prompt: 'Shared', max_tokens: 4, temperature: 0 });
@@ -237,7 +254,7 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     // So llama.cpp decodes while JavaScript detokenizes, checks stop strings and streams. Checked
     // with one job on this 4-sequence context (node-llama-cpp starts the decode from an immediate)
     // and on a context of one sequence (it starts it at once).
-    const single = await createBackend({ model_path: path, context_size: 256, threads: 1, gpu: false }, 1);
+    const single = await createBackend({ model_path: path, context_size: 256, threads: 1, ...device }, 1);
     try {
       for (const b of [backend, single]) {
         const observed = observeBatches(b);

@@ -201,15 +201,19 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     await backend.close();
   });
 
+  // Read in the first tests after beforeAll, while the newest model this file loaded is this suite's.
+  const readyLog = () => logs.filter((l) => l.msg === 'llama-cpp model ready').at(-1)?.obj as { gpu: unknown; gpu_layers: number; warm_up_ms: unknown } | undefined;
+
   it.runIf(testGpu)(`runs on the GPU (LLMQ_TEST_GPU=${String(testGpu)}), every layer offloaded`, () => {
-    // The first test after beforeAll: the newest model this suite loaded is its own.
-    const ready = logs.filter((l) => l.msg === 'llama-cpp model ready').at(-1)?.obj as { gpu: unknown; gpu_layers: number } | undefined;
+    const ready = readyLog();
     if (testGpu === 'auto') expect(ready?.gpu).not.toBe(false);
     else expect(ready?.gpu).toBe(testGpu);
     expect(ready?.gpu_layers).toBeGreaterThan(0);
   });
 
-  it('loads the model and passes check()', async () => {
+  it('loads the model, decodes once before the first job, and passes check()', async () => {
+    // The warm-up decode (see LlamaCppBackend.warmUp) ran and was timed.
+    expect(readyLog()?.warm_up_ms).toEqual(expect.any(Number));
     await expect(backend.check()).resolves.toBeUndefined();
     expect(backend.contextSize).toBeGreaterThanOrEqual(2048);
     expect(llamaCppStats().modelLoads).toBe(loadsBefore + 1);

@@ -249,6 +249,7 @@ export class LlamaCppBackend implements Backend {
         options.chatTemplate === undefined ? undefined : await compileJinjaTemplate('chat_template', options.chatTemplate);
       const chatWrapper = chatTemplate === undefined ? resolveChatWrapper(model) : undefined;
       const backend = new LlamaCppBackend({ name, options, handle, context, logger, chatWrapper, chatTemplate });
+      const warmUpMs = await backend.warmUp();
       if (options.template !== undefined) {
         // A default template that is not there is a config mistake: fail at start-up, not per job.
         await backend.template(options.template).catch((err: unknown) => {
@@ -260,6 +261,7 @@ export class LlamaCppBackend implements Backend {
           model_path: options.modelPath,
           loaded: handle.loaded,
           load_ms: Math.round(performance.now() - started),
+          warm_up_ms: warmUpMs,
           gpu: handle.llama.gpu,
           gpu_layers: model.gpuLayers,
           threads: options.threads,
@@ -455,6 +457,36 @@ export class LlamaCppBackend implements Backend {
       closingNoEog: withEogSuppressed(closing),
     };
     return this.biases;
+  }
+
+  /**
+   * Decodes a short prompt and two tokens on one sequence, then clears it, before the first job: a
+   * GPU backend builds its kernels or pipelines on first use (Vulkan on an H200: the first 64 tokens
+   * of a fresh context took 2.1 s, the next 64 took 0.06 s), which the first job would otherwise
+   * wait through; and a device that loads but cannot decode fails here, at start-up, not under a job.
+   * Returns the milliseconds it took.
+   */
+  private async warmUp(): Promise<number> {
+    const started = performance.now();
+    const slot = await this.pool.acquire(new AbortController().signal);
+    try {
+      const { tokens } = this.model;
+      const prompt = [...(tokens.shouldPrependBosToken && tokens.bos !== null ? [tokens.bos] : []), ...this.model.tokenize('Hello there')];
+      const iterator = slot.sequence.evaluate(prompt, { temperature: 0, yieldEogToken: true });
+      try {
+        for (let i = 0; i < 2 && !(await iterator.next()).done; i++);
+      } finally {
+        await iterator.return();
+      }
+      await slot.sequence.clearHistory();
+    } catch (err) {
+      throw new LlmqError('ERR_MODEL_LOAD', `${this.options.modelPath} loaded but could not be decoded (gpu: ${String(this.llama.gpu)}): ${(err as Error).message}`, {
+        cause: err,
+      });
+    } finally {
+      this.pool.release(slot);
+    }
+    return Math.round(performance.now() - started);
   }
 
   async generate(input: GenerateInput): Promise<GenerateOutput> {

@@ -10,6 +10,7 @@ import { LlmqError, type Logger } from '@llmq/core';
 import { counters } from './stats.js';
 import type { ResolvedLlamaCppOptions } from './config.js';
 import { checkModelFile } from './model-file.js';
+import { chooseGpu } from './gpu-check.js';
 
 interface LlamaEntry {
   promise: Promise<Llama>;
@@ -47,33 +48,40 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
   let entry = llamas.get(key);
   if (entry === undefined) {
     const created: LlamaEntry = { logger, loadErrors: undefined, loads: Promise.resolve(), promise: Promise.resolve(undefined as unknown as Llama) };
-    created.promise = getLlama({
-      gpu: options.gpu,
-      // Never compile llama.cpp inside a worker: use a prebuilt binary or fail clearly.
-      build: 'never',
-      progressLogs: false,
-      logLevel: LlamaLogLevel.warn,
-      logger(level, message) {
-        const text = message.trim();
-        if (text === '') return;
-        if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) {
-          created.logger.error({ llama_cpp: text }, 'llama.cpp error');
-          created.loadErrors?.push(text);
-        } else created.logger.warn({ llama_cpp: text }, 'llama.cpp warning');
-      },
-      maxThreads: options.threads,
-    }).then(
-      (llama) => {
-        counters.llamaInits++;
-        return llama;
-      },
-      (err: unknown) => {
-        llamas.delete(key);
-        throw new LlmqError('ERR_DEPENDENCY_MISSING', `node-llama-cpp could not start llama.cpp (gpu: ${String(options.gpu)}): ${(err as Error).message}`, {
-          cause: err,
-        });
-      },
-    );
+    // A GPU must first decode a token in a child process (see chooseGpu): its binary can load here
+    // and still abort the process at its first kernel.
+    created.promise = chooseGpu(options, logger)
+      .then((gpu) =>
+        getLlama({
+          gpu,
+          // Never compile llama.cpp inside a worker: use a prebuilt binary or fail clearly.
+          build: 'never',
+          progressLogs: false,
+          logLevel: LlamaLogLevel.warn,
+          logger(level, message) {
+            const text = message.trim();
+            if (text === '') return;
+            if (level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) {
+              created.logger.error({ llama_cpp: text }, 'llama.cpp error');
+              created.loadErrors?.push(text);
+            } else created.logger.warn({ llama_cpp: text }, 'llama.cpp warning');
+          },
+          maxThreads: options.threads,
+        }),
+      )
+      .then(
+        (llama) => {
+          counters.llamaInits++;
+          return llama;
+        },
+        (err: unknown) => {
+          llamas.delete(key);
+          if (err instanceof LlmqError) throw err;
+          throw new LlmqError('ERR_DEPENDENCY_MISSING', `node-llama-cpp could not start llama.cpp (gpu: ${String(options.gpu)}): ${(err as Error).message}`, {
+            cause: err,
+          });
+        },
+      );
     llamas.set(key, created);
     entry = created;
   }

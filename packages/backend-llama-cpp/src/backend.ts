@@ -460,10 +460,10 @@ export class LlamaCppBackend implements Backend {
   }
 
   /**
-   * Decodes a short prompt and two tokens on one sequence, then clears it, before the first job: a
-   * GPU backend builds its kernels or pipelines on first use (Vulkan on an H200: the first 64 tokens
-   * of a fresh context took 2.1 s, the next 64 took 0.06 s), which the first job would otherwise
-   * wait through; and a device that loads but cannot decode fails here, at start-up, not under a job.
+   * Decodes a prompt and two tokens on one sequence, then clears it, before the first job: a GPU
+   * backend builds its kernels or pipelines on first use (Vulkan on an H200: 64 tokens of a fresh
+   * context took 2.1 s, the next 64 took 0.06 s), which the first job would otherwise wait through;
+   * and a device that loads but cannot decode fails here, at start-up, not under a job.
    * Returns the milliseconds it took.
    */
   private async warmUp(): Promise<number> {
@@ -471,7 +471,13 @@ export class LlamaCppBackend implements Backend {
     const slot = await this.pool.acquire(new AbortController().signal);
     try {
       const { tokens } = this.model;
-      const prompt = [...(tokens.shouldPrependBosToken && tokens.bos !== null ? [tokens.bos] : []), ...this.model.tokenize('Hello there')];
+      // A GPU runs a long batch with other kernels than a step of a token or a few (Vulkan from 9
+      // tokens, CUDA from ~32): on a GPU the prompt is long enough to build both.
+      const text = this.llama.gpu === false ? 'Hello there' : 'Hello there, this decode warms the GPU up. '.repeat(16);
+      const prompt = [...(tokens.shouldPrependBosToken && tokens.bos !== null ? [tokens.bos] : []), ...this.model.tokenize(text)].slice(
+        0,
+        Math.max(2, Math.min(64, this.contextSize - 4, this.context.batchSize)),
+      );
       const iterator = slot.sequence.evaluate(prompt, { temperature: 0, yieldEogToken: true });
       try {
         for (let i = 0; i < 2 && !(await iterator.next()).done; i++);

@@ -1,11 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LlamaGpuType } from 'node-llama-cpp';
 import { errorCode, type Logger } from '@llmq/core';
-import { generateTinyGguf } from '@llmq/testing';
-import { chooseGpu, probeGpu, type GpuChoiceDeps, type ProbeResult } from './gpu-check.js';
+import { chooseGpu, errorLine, type GpuChoiceDeps, type ProbeResult } from './gpu-check.js';
 
 const PTX = 'CUDA error: the provided PTX was compiled with an unsupported toolchain.';
 
@@ -17,15 +13,19 @@ function recordingLogger(): Logger & { lines: { level: string; obj: Record<strin
 }
 
 /** Supported types and a probe that fails the GPUs in `failing`, recording what it was asked. */
-function fakes(supported: (LlamaGpuType | false)[], failing: Partial<Record<LlamaGpuType, string>>): GpuChoiceDeps & { probed: string[] } {
+function fakes(
+  supported: (LlamaGpuType | false)[],
+  failing: Partial<Record<LlamaGpuType, string | Pick<ProbeResult, 'failure' | 'reason'>>>,
+): GpuChoiceDeps & { probed: string[] } {
   const probed: string[] = [];
   return {
     probed,
     supported: async () => supported,
     probe: async (gpu): Promise<ProbeResult> => {
       probed.push(gpu);
-      const reason = failing[gpu];
-      return { ok: reason === undefined, reason: reason ?? '', ms: 5 };
+      const f = failing[gpu];
+      if (f === undefined) return { ok: true, reason: '', ms: 5 };
+      return typeof f === 'string' ? { ok: false, failure: 'gpu', reason: f, ms: 5 } : { ok: false, ...f, ms: 5 };
     },
   };
 }
@@ -61,38 +61,44 @@ describe('chooseGpu', () => {
     const err = await chooseGpu({ gpu: 'cuda', modelPath: '/m.gguf' }, recordingLogger(), deps).catch((e: unknown) => e as Error);
     expect(errorCode(err)).toBe('ERR_DEPENDENCY_MISSING');
     expect((err as Error).message).toContain(PTX);
-    expect((err as Error).message).toMatch(/vulkan, or false for the CPU.*source download --gpu cuda/);
+    expect((err as Error).message).toMatch(/Set gpu to vulkan, or to false for the CPU.*source download --gpu cuda/);
     expect(deps.probed).toEqual(['cuda']);
     expect(await chooseGpu({ gpu: 'vulkan', modelPath: '/m.gguf' }, recordingLogger(), deps)).toBe('vulkan');
   });
+
+  it("auto: a GPU type with no build that runs here is routine (info), a timeout is an error; a file that does not load is not the GPU's fault", async () => {
+    const logger = recordingLogger();
+    const deps = fakes(['cuda', 'vulkan', false], { cuda: { failure: 'no-binary', reason: 'no node-llama-cpp binary for cuda runs on this machine' }, vulkan: { failure: 'timeout', reason: 'no answer' } });
+    expect(await chooseGpu({ gpu: 'auto', modelPath: '/m.gguf' }, logger, deps)).toBe(false);
+    expect(logger.lines.map((l) => [l.level, l.obj.gpu])).toEqual([
+      ['info', 'cuda'],
+      ['error', 'vulkan'],
+    ]);
+    // The worker's own load then reports ERR_MODEL_LOAD with what is wrong with the file.
+    const model = fakes(['cuda', false], { cuda: { failure: 'model', reason: 'the model did not load: bad magic' } });
+    expect(await chooseGpu({ gpu: 'cuda', modelPath: '/m.gguf' }, recordingLogger(), model)).toBe('cuda');
+    expect(await chooseGpu({ gpu: 'auto', modelPath: '/m.gguf' }, recordingLogger(), model)).toBe('cuda');
+  });
+
+  it.skipIf(process.platform === 'darwin')('refuses gpu: metal off macOS as a config error', async () => {
+    const err = await chooseGpu({ gpu: 'metal', modelPath: '/m.gguf' }, recordingLogger(), fakes([false], {})).catch((e: unknown) => e as Error);
+    expect(errorCode(err)).toBe('ERR_CONFIG_INVALID');
+    expect(err.message).toMatch(/metal runs only on macOS/);
+  });
 });
 
-describe('probeGpu (a real child process)', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'llmq-gpu-probe-'));
-  const script = (name: string, body: string) => {
-    const path = join(dir, name);
-    writeFileSync(path, body);
-    return path;
-  };
-
-  it('passes when the child decodes a token (here on the CPU, the only device CI has)', async () => {
-    const result = await probeGpu(false, await generateTinyGguf());
-    expect(result).toMatchObject({ ok: true, reason: '' });
-  });
-
-  it("reports llama.cpp's line and the signal when the child aborts, as a CUDA kernel failure does", async () => {
-    const aborting = script('abort.mjs', `process.stderr.write('ggml_cuda_init: found 1 CUDA devices\\n${PTX}\\n  current device: 0\\n'); process.abort();`);
-    const result = await probeGpu('cuda', '/m.gguf', { script: aborting });
-    expect(result.ok).toBe(false);
-    expect(result.reason).toBe(`${PTX} (the process was killed by SIGABRT)`);
-  });
-
-  it('reports a model the child cannot load, and gives up on a child that hangs', async () => {
-    const missing = await probeGpu(false, join(dir, 'missing.gguf'));
-    expect(missing.ok).toBe(false);
-    expect(missing.reason).toMatch(/missing\.gguf.*\(exit code 1\)/);
-    const hanging = script('hang.mjs', 'setInterval(() => {}, 1000);');
-    const hung = await probeGpu('vulkan', '/m.gguf', { script: hanging, timeoutMs: 300 });
-    expect(hung).toMatchObject({ ok: false, reason: 'no answer within 300 ms' });
+describe('errorLine', () => {
+  it("takes llama.cpp's `… error: …` line over the `… failed` one before it, and never a stack frame", () => {
+    const output = [
+      'ggml_cuda_compute_forward: MUL_MAT failed',
+      PTX,
+      '  current device: 0, in function ggml_cuda_mul_mat at ggml-cuda.cu:2051',
+      'node[0x18a7b40]',
+      '/lib/x86_64-linux-gnu/libc.so.6(+0x9cb84)[0x7fe26cc9cb84]',
+    ].join('\n');
+    expect(errorLine(output)).toBe(PTX);
+    expect(errorLine('loading\nggml_vulkan: device lost, failed to submit\n 1: 0xb8a1 node::Abort()')).toBe('ggml_vulkan: device lost, failed to submit');
+    expect(errorLine('just this\n')).toBe('just this');
+    expect(errorLine('')).toBe('');
   });
 });

@@ -1,32 +1,48 @@
 /**
  * Child process of {@link probeGpu}: starts llama.cpp on the GPU named in argv[2], loads the model
- * file argv[3] with one layer on it, decodes one token, and exits 0. A GPU whose binary loads can
- * still fail at its first kernel (e.g. PTX from a newer CUDA toolkit than the driver), and llama.cpp
- * then aborts the whole process: here that costs this child, not the worker.
+ * file argv[3] with one layer on it, decodes one token, prints "decoded" and exits 0. A GPU whose
+ * binary loads can still fail at its first kernel (e.g. PTX from a newer CUDA toolkit than the
+ * driver), and llama.cpp then aborts the whole process: here that costs this child, not the worker.
+ * Exit codes say whose fault a failure is: 3, no binary for this GPU runs here; 2, the model file
+ * did not load (the worker's own load reports that); 1, anything else.
  */
 import { getLlama, LlamaLogLevel, type LlamaGpuType } from 'node-llama-cpp';
+import { PROBE_EXIT } from './gpu-check.js';
 
-const [gpuArg = '', modelPath = ''] = process.argv.slice(2);
+const [gpuArg = '', modelPath = '', timeoutArg = '0'] = process.argv.slice(2);
 const gpu = (gpuArg === 'false' ? false : gpuArg) as LlamaGpuType;
+// Never outlive the parent's patience (or the parent: it is gone when the IPC channel closes).
+const timeoutMs = Number(timeoutArg);
+if (timeoutMs > 0) setTimeout(() => process.exit(PROBE_EXIT.other), timeoutMs).unref();
+process.on('disconnect', () => process.exit(PROBE_EXIT.other));
+
+const fail = (code: number, message: string): never => {
+  process.stderr.write(`${message}\n`);
+  process.exit(code);
+};
+const llama = await getLlama({
+  gpu,
+  build: 'never',
+  progressLogs: false,
+  logLevel: LlamaLogLevel.error,
+  logger: (_level, message) => void process.stderr.write(message.endsWith('\n') ? message : `${message}\n`),
+}).catch((err: unknown) =>
+  (err as Error).name === 'NoBinaryFoundError'
+    ? fail(PROBE_EXIT.noBinary, `no node-llama-cpp binary for ${gpuArg} runs on this machine`)
+    : fail(PROBE_EXIT.other, String((err as Error).message ?? err)),
+);
+if (llama.gpu !== gpu) fail(PROBE_EXIT.noBinary, `node-llama-cpp started ${String(llama.gpu)} when asked for ${gpuArg}`);
+const model = await llama
+  .loadModel({ modelPath, gpuLayers: gpu === false ? 0 : 1 })
+  .catch((err: unknown) => fail(PROBE_EXIT.modelLoad, `the model did not load: ${String((err as Error).message ?? err)}`));
 try {
-  const llama = await getLlama({
-    gpu,
-    build: 'never',
-    progressLogs: false,
-    logLevel: LlamaLogLevel.error,
-    logger: (_level, message) => void process.stderr.write(message.endsWith('\n') ? message : `${message}\n`),
-  });
-  if (llama.gpu !== gpu) throw new Error(`node-llama-cpp started ${String(llama.gpu)} when asked for ${gpuArg}`);
-  const model = await llama.loadModel({ modelPath, gpuLayers: gpu === false ? 0 : 1 });
   const context = await model.createContext({ contextSize: 128, sequences: 1 });
   const tokens = [...(model.tokens.bos === null ? [] : [model.tokens.bos]), ...model.tokenize('Hello')];
   const iterator = context.getSequence().evaluate(tokens, { temperature: 0 });
   await iterator.next();
   await iterator.return();
-  process.stdout.write('decoded\n');
-  process.exit(0);
 } catch (err) {
-  const message = (err as Error).name === 'NoBinaryFoundError' ? `no node-llama-cpp binary for ${gpuArg} runs on this machine` : ((err as Error).message ?? String(err));
-  process.stderr.write(`${message}\n`);
-  process.exit(1);
+  fail(PROBE_EXIT.other, String((err as Error).message ?? err));
 }
+// Exit only once the pipe has the line: the parent counts it even if llama.cpp crashes on the way out.
+process.stdout.write('decoded\n', () => process.exit(0));

@@ -59,6 +59,14 @@ RUN set -eu; \
 
 # ---- runtime
 FROM ${NODE_IMAGE} AS runtime
+ARG LLAMA_BINARIES=cpu
+# The GPU image also gets the Vulkan loader: node-llama-cpp's Vulkan build needs libvulkan.so.1,
+# and Vulkan is the way onto an NVIDIA GPU whose driver is older than the toolkit of its CUDA
+# build (README, "GPUs"). With the NVIDIA container toolkit, run it with
+# NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics so the driver's Vulkan files are mounted.
+RUN if [ "$LLAMA_BINARIES" != "cpu" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends libvulkan1 && rm -rf /var/lib/apt/lists/*; \
+    fi
 # Config is read from /app/config/default.yaml unless LLMQ_CONFIG names another file. Source maps
 # are kept: NODE_OPTIONS=--enable-source-maps makes stack traces point at TypeScript lines (it
 # slows every stack trace, so it is not on by default).

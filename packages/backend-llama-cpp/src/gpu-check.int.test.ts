@@ -2,8 +2,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { getLlamaGpuTypes } from 'node-llama-cpp';
 import { generateTinyGguf } from '@llmq/testing';
 import { probeGpu } from './gpu-check.js';
+
+const cudaHere = (await getLlamaGpuTypes('supported')).includes('cuda');
 
 // Runs the compiled child script (dist/gpu-probe.js): `npm test` builds first.
 const PTX = 'CUDA error: the provided PTX was compiled with an unsupported toolchain.';
@@ -19,6 +22,11 @@ describe('probeGpu (a real child process)', () => {
   it('passes when the child decodes a token (here on the CPU, the only device CI has)', async () => {
     const result = await probeGpu(false, await generateTinyGguf());
     expect(result).toMatchObject({ ok: true, reason: '' });
+  });
+
+  it.skipIf(cudaHere)('says when node-llama-cpp has no CUDA build that runs here (a machine without CUDA)', async () => {
+    const result = await probeGpu('cuda', await generateTinyGguf());
+    expect(result).toMatchObject({ ok: false, failure: 'no-binary', reason: 'no node-llama-cpp binary for cuda runs on this machine (exit code 3)' });
   });
 
   it('passes a child that decoded and then crashed while shutting down', async () => {

@@ -6,7 +6,7 @@
  * Exit codes say whose fault a failure is: 3, no binary for this GPU runs here; 2, the model file
  * did not load (the worker's own load reports that); 1, anything else.
  */
-import { getLlama, LlamaLogLevel, type LlamaGpuType } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, NoBinaryFoundError, type LlamaGpuType } from 'node-llama-cpp';
 import { PROBE_EXIT } from './gpu-check.js';
 
 const [gpuArg = '', modelPath = '', timeoutArg = '0'] = process.argv.slice(2);
@@ -27,7 +27,7 @@ const llama = await getLlama({
   logLevel: LlamaLogLevel.error,
   logger: (_level, message) => void process.stderr.write(message.endsWith('\n') ? message : `${message}\n`),
 }).catch((err: unknown) =>
-  (err as Error).name === 'NoBinaryFoundError'
+  err instanceof NoBinaryFoundError
     ? fail(PROBE_EXIT.noBinary, `no node-llama-cpp binary for ${gpuArg} runs on this machine`)
     : fail(PROBE_EXIT.other, String((err as Error).message ?? err)),
 );

@@ -27,7 +27,7 @@ import { loadConfig } from '@llmq/config';
 import { silentLogger } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { serveGateway } from '@llmq/gateway';
-import { BatchJoiner, llamaCppBackend, physicalCoreCount } from '@llmq/backend-llama-cpp';
+import { BatchJoiner, LLAMA_GPU_SETTINGS, llamaCppBackend, physicalCoreCount } from '@llmq/backend-llama-cpp';
 import { generateTinyGguf, startRedis } from '@llmq/testing';
 
 const env = process.env;
@@ -46,7 +46,7 @@ const [MIN_ROUNDS, MAX_ROUNDS] = [10, 30];
 const CTX = Number(env.BENCH_CTX ?? 512);
 /** BENCH_GPU=cuda (or vulkan, metal, auto): both sides on that GPU, every layer offloaded; unset, the CPU alone. */
 const GPU = env.BENCH_GPU || false;
-if (GPU && !['auto', 'cuda', 'vulkan', 'metal'].includes(GPU)) throw new Error(`BENCH_GPU must be cuda, vulkan, metal or auto; got "${GPU}"`);
+if (GPU && !LLAMA_GPU_SETTINGS.includes(GPU)) throw new Error(`BENCH_GPU must be one of ${LLAMA_GPU_SETTINGS.join(', ')}; got "${GPU}"`);
 const PROMPT = 'Once upon a time, in a queue far away,';
 /** The warm-up request before each round: one token; its first token differs from every measured prompt's. */
 const WARM_PROMPT = 'Warm up.';

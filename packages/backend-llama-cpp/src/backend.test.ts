@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCode, isRetryable, type GenerateOutput, type GenerationRequest, type Logger } from '@llmq/core';
 import { generateTinyGguf, TINY_GGUF_TOKENS } from '@llmq/testing';
-import { llamaCppBackend, llamaCppStats, type LlamaCppBackend, type LlamaCppConfig } from './index.js';
+import { LLAMA_GPU_SETTINGS, llamaCppBackend, llamaCppStats, type LlamaCppBackend, type LlamaCppConfig } from './index.js';
 
 const templatesDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../../config/templates');
 const tinyPath = await generateTinyGguf();
@@ -19,10 +19,11 @@ if (!external) {
 }
 // LLMQ_TEST_GPU=cuda (or vulkan, metal, auto) runs the shared backend of the suites below on that GPU,
 // every layer offloaded; unset, on the CPU, as in CI (no machine there has a GPU).
-const GPUS = ['auto', 'cuda', 'vulkan', 'metal'] as const;
 const gpuEnv = process.env.LLMQ_TEST_GPU;
-if (gpuEnv !== undefined && !(GPUS as readonly string[]).includes(gpuEnv)) throw new Error(`LLMQ_TEST_GPU must be one of ${GPUS.join(', ')}; got "${gpuEnv}"`);
-const testGpu = (gpuEnv as (typeof GPUS)[number] | undefined) ?? false;
+if (gpuEnv !== undefined && !(LLAMA_GPU_SETTINGS as readonly string[]).includes(gpuEnv)) {
+  throw new Error(`LLMQ_TEST_GPU must be one of ${LLAMA_GPU_SETTINGS.join(', ')}; got "${gpuEnv}"`);
+}
+const testGpu = (gpuEnv as (typeof LLAMA_GPU_SETTINGS)[number] | undefined) ?? false;
 /** The device options of the backends the suites below share the model with: a backend on another device loads it again. */
 const device = testGpu ? { gpu: testGpu, gpu_layers: 'max' as const } : { gpu: false as const };
 if (!testGpu) console.info('[backend-llama-cpp] LLMQ_TEST_GPU is not set: the GPU run is SKIPPED (CPU only)');

@@ -470,11 +470,11 @@ export class LlamaCppBackend implements Backend {
     const started = performance.now();
     const slot = await this.pool.acquire(new AbortController().signal);
     try {
-      const { tokens } = this.model;
       // A GPU runs a long batch with other kernels than a step of a token or a few (Vulkan from 9
       // tokens, CUDA from ~32): on a GPU the prompt is long enough to build both.
       const text = this.llama.gpu === false ? 'Hello there' : 'Hello there, this decode warms the GPU up. '.repeat(16);
-      const prompt = [...(tokens.shouldPrependBosToken && tokens.bos !== null ? [tokens.bos] : []), ...this.model.tokenize(text)].slice(
+      const first = beginningToken(this.model);
+      const prompt = [...(first === null ? [] : [first]), ...this.model.tokenize(text)].slice(
         0,
         Math.max(2, Math.min(64, this.contextSize - 4, this.context.batchSize)),
       );

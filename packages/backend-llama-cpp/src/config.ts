@@ -10,6 +10,9 @@ export const templateNameSchema = z
   .regex(/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" and "-" only, not starting with "."');
 
 /** The `options` block of a model with `backend: llama-cpp`. Defaults are applied by {@link resolveLlamaCppOptions}. */
+/** The `gpu` settings besides `false` (the CPU only). */
+export const LLAMA_GPU_SETTINGS = ['auto', 'cuda', 'vulkan', 'metal'] as const;
+
 export const llamaCppConfigSchema = z.strictObject({
   /**
    * The GGUF file; a relative path is resolved against the config file's directory.
@@ -38,7 +41,7 @@ export const llamaCppConfigSchema = z.strictObject({
    * `false` never tries a GPU.
    * @defaultValue "auto"
    */
-  gpu: z.union([z.enum(['auto', 'cuda', 'vulkan', 'metal']), z.literal(false)]).optional(),
+  gpu: z.union([z.enum(LLAMA_GPU_SETTINGS), z.literal(false)]).optional(),
   /**
    * Layers to offload to the GPU: a number, `"max"`, or `"auto"` (as many as fit).
    * @defaultValue "auto"

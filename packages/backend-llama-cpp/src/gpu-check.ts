@@ -54,7 +54,7 @@ export function probeGpu(gpu: LlamaGpuType | false, modelPath: string, opts: { s
   const timeoutMs = opts.timeoutMs ?? 180_000;
   return new Promise((resolve) => {
     // An IPC channel, so the child exits if this process dies while it runs.
-    const child = spawn(process.execPath, [opts.script ?? probeScript(), String(gpu), modelPath, String(timeoutMs + 5_000)], {
+    const child = spawn(process.execPath, [opts.script ?? probeScript(), String(gpu), modelPath], {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     const killChild = () => child.kill('SIGKILL');

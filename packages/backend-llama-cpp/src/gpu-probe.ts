@@ -9,11 +9,10 @@
 import { getLlama, LlamaLogLevel, NoBinaryFoundError, type LlamaGpuType } from 'node-llama-cpp';
 import { PROBE_EXIT } from './gpu-check.js';
 
-const [gpuArg = '', modelPath = '', timeoutArg = '0'] = process.argv.slice(2);
+const [gpuArg = '', modelPath = ''] = process.argv.slice(2);
 const gpu = (gpuArg === 'false' ? false : gpuArg) as LlamaGpuType;
-// Never outlive the parent's patience (or the parent: it is gone when the IPC channel closes).
-const timeoutMs = Number(timeoutArg);
-if (timeoutMs > 0) setTimeout(() => process.exit(PROBE_EXIT.other), timeoutMs).unref();
+// Never outlive the parent: its IPC channel closes when it dies (it kills this child on a timeout
+// or when it exits).
 process.on('disconnect', () => process.exit(PROBE_EXIT.other));
 
 const fail = (code: number, message: string): never => {
@@ -37,8 +36,7 @@ const model = await llama
   .catch((err: unknown) => fail(PROBE_EXIT.modelLoad, `the model did not load: ${String((err as Error).message ?? err)}`));
 try {
   const context = await model.createContext({ contextSize: 128, sequences: 1 });
-  const tokens = [...(model.tokens.bos === null ? [] : [model.tokens.bos]), ...model.tokenize('Hello')];
-  const iterator = context.getSequence().evaluate(tokens, { temperature: 0 });
+  const iterator = context.getSequence().evaluate(model.tokenize('Hello'), { temperature: 0 });
   await iterator.next();
   await iterator.return();
 } catch (err) {

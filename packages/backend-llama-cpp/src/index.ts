@@ -3,6 +3,7 @@ export {
   llamaCppConfigSchema,
   resolveLlamaCppOptions,
   DEFAULT_CONTEXT_SIZE,
+  LLAMA_GPU_SETTINGS,
   type LlamaCppConfig,
   type ResolvedLlamaCppOptions,
 } from './config.js';

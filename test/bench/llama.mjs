@@ -29,6 +29,7 @@ import { createPlatform } from '@llmq/platform';
 import { serveGateway } from '@llmq/gateway';
 import { BatchJoiner, LLAMA_GPU_SETTINGS, llamaCppBackend, physicalCoreCount } from '@llmq/backend-llama-cpp';
 import { generateTinyGguf, startRedis } from '@llmq/testing';
+import { BENCH_MODEL_SIZES, median } from './lib-models.mjs';
 
 const env = process.env;
 const TOKENS = Number(env.BENCH_TOKENS ?? 64);
@@ -52,14 +53,9 @@ const PROMPT = 'Once upon a time, in a queue far away,';
 const WARM_PROMPT = 'Warm up.';
 /** BENCH_WARM=0 leaves the warm-up out (to measure what it changes). */
 const WARM = env.BENCH_WARM !== '0';
-const SIZES = {
-  tiny: {},
-  small: { embeddingLength: 512, layers: 6, heads: 8, headsKv: 4, feedForwardLength: 1536 },
-  medium: { embeddingLength: 768, layers: 10, heads: 12, headsKv: 4, feedForwardLength: 2048 },
-};
 const models = env.BENCH_GGUF
   ? env.BENCH_GGUF.split(',').map((path) => ({ label: path.split('/').pop(), path }))
-  : await Promise.all((env.BENCH_SIZES ?? 'tiny,small,medium').split(',').map(async (label) => ({ label, path: await generateTinyGguf(SIZES[label]) })));
+  : await Promise.all((env.BENCH_SIZES ?? 'tiny,small,medium').split(',').map(async (label) => ({ label, path: await generateTinyGguf(BENCH_MODEL_SIZES[label]) })));
 const say = (s = '') => console.log(s);
 /**
  * A prompt no sequence has seen: it differs from every earlier one at its first token, so neither
@@ -87,11 +83,6 @@ function medianInterval(sorted) {
   return k === 0 ? null : [sorted[k - 1], sorted[n - k]];
 }
 const TARGET = 0.95;
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-};
 let model;
 /** The llama-cpp backend's options, the same for the worker (llmq) and the in-process `backend` side. */
 const backendOptions = () => ({ model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: GPU, ...(GPU ? { gpu_layers: 'max' } : {}) });

@@ -14,6 +14,7 @@
 //        BENCH_SECONDS (45) per N, 10 to 30), BENCH_CTX (512),
 //        BENCH_SIZES (tiny,small,medium), BENCH_GPU (cuda, vulkan, metal or auto: every layer on that GPU, both sides; default none), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process),
 //        BENCH_FLUSH_MS (the worker's stream_flush_ms; default the config's, 50), BENCH_WARM=0 (no warm-up request before each round, see compare()),
+//        BENCH_MMAP=1 (both sides map the GGUF, node-llama-cpp's default, instead of reading it, llmq's),
 //        BENCH_BACKEND=1 (one more side, `backend`: llmq's llama-cpp backend called in this process, no queue, HTTP or
 //        Redis; backend/joined is what the backend's own code costs, llmq/backend what the rest of the path does).
 import { spawn } from 'node:child_process';
@@ -48,6 +49,12 @@ const CTX = Number(env.BENCH_CTX ?? 512);
 /** BENCH_GPU=cuda (or vulkan, metal, auto): both sides on that GPU, every layer offloaded; unset, the CPU alone. */
 const GPU = env.BENCH_GPU || false;
 if (GPU && !LLAMA_GPU_SETTINGS.includes(GPU)) throw new Error(`BENCH_GPU must be one of ${LLAMA_GPU_SETTINGS.join(', ')}; got "${GPU}"`);
+/**
+ * How both sides load the model: read into memory (`mmap: false`, llmq's default) unless
+ * BENCH_MMAP=1 maps it (node-llama-cpp's default). The same on both sides, so the ratio is the
+ * queue's and not the option's: reading measured 1.15–1.7× faster here (npm run bench:mmap).
+ */
+const MMAP = env.BENCH_MMAP === '1';
 const PROMPT = 'Once upon a time, in a queue far away,';
 /** The warm-up request before each round: one token; its first token differs from every measured prompt's. */
 const WARM_PROMPT = 'Warm up.';
@@ -85,11 +92,11 @@ function medianInterval(sorted) {
 const TARGET = 0.95;
 let model;
 /** The llama-cpp backend's options, the same for the worker (llmq) and the in-process `backend` side. */
-const backendOptions = () => ({ model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: GPU, ...(GPU ? { gpu_layers: 'max' } : {}) });
+const backendOptions = () => ({ model_path: resolve(model), context_size: CTX, threads: THREADS, gpu: GPU, mmap: MMAP, ...(GPU ? { gpu_layers: 'max' } : {}) });
 /** The sides of each N, in the order their rounds rotate through (see compare()). */
 const SIDES = ['completion', 'evaluate', 'joined', 'llmq', ...(env.BENCH_BACKEND === '1' ? ['backend'] : [])];
 
-say(`llmq llama bench — ${GPU ? `GPU ${GPU} (all layers), ` : ''}threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${FIXED_ROUNDS ?? `${MIN_ROUNDS}–${MAX_ROUNDS} (as fit ${SECONDS_PER_N} s per N)`}`);
+say(`llmq llama bench — ${GPU ? `GPU ${GPU} (all layers), ` : ''}model ${MMAP ? 'mapped (mmap)' : 'read into memory (no mmap)'} on both sides, threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${FIXED_ROUNDS ?? `${MIN_ROUNDS}–${MAX_ROUNDS} (as fit ${SECONDS_PER_N} s per N)`}`);
 
 /**
  * Direct: one model, one context with N sequences, N requests at once, two ways, and the faster
@@ -104,7 +111,7 @@ say(`llmq llama bench — ${GPU ? `GPU ${GPU} (all layers), ` : ''}threads ${THR
  */
 async function directSides(n) {
   const llama = await getLlama({ gpu: GPU, logLevel: LlamaLogLevel.error, maxThreads: THREADS, build: 'never' });
-  const m = await llama.loadModel({ modelPath: model, gpuLayers: GPU ? 'max' : 0 });
+  const m = await llama.loadModel({ modelPath: model, gpuLayers: GPU ? 'max' : 0, useMmap: MMAP });
   const context = await m.createContext({ contextSize: CTX, sequences: n, threads: THREADS });
   const sequences = Array.from({ length: n }, () => context.getSequence());
   /** A prompt's tokens for sequence.evaluate, with the beginning-of-sequence token when the model uses one. */
@@ -485,7 +492,7 @@ for (const { model: label, rows } of tables) {
       `llmq against that backend (queue, HTTP, Redis, SSE, another process) ${rows.map((r) => r.llmqBackend.median.toFixed(2)).join(' / ')}`);
   }
 }
-say(`\nDirect is the faster (by median round) of LlamaCompletion (C) and sequence.evaluate (E) at each N, stock node-llama-cpp; joined is sequence.evaluate with llmq's batch fix (BatchJoiner), which stock node-llama-cpp lacks; all sides report their best round; "per round" lists every round's ratio (their count is the rounds run at that N). TTFT for llmq is measured from the HTTP POST (enqueue, worker pickup, SSE), direct from the call.`);
+say(`\nDirect is the faster (by median round) of LlamaCompletion (C) and sequence.evaluate (E) at each N, stock node-llama-cpp (loading the model as llmq does: ${MMAP ? 'mapped' : 'read, not mapped'}); joined is sequence.evaluate with llmq's batch fix (BatchJoiner), which stock node-llama-cpp lacks; all sides report their best round; "per round" lists every round's ratio (their count is the rounds run at that N). TTFT for llmq is measured from the HTTP POST (enqueue, worker pickup, SSE), direct from the call.`);
 mkdirSync('bench-results', { recursive: true });
 writeFileSync('bench-results/llama.json', JSON.stringify({ bench: 'llama', threads: THREADS, tokens: TOKENS, context: CTX, tables, at: new Date().toISOString() }, null, 2));
 say('written bench-results/llama.json');

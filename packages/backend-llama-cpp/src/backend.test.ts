@@ -203,7 +203,7 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
   });
 
   // Read in the first tests after beforeAll, while the newest model this file loaded is this suite's.
-  const readyLog = () => logs.filter((l) => l.msg === 'llama-cpp model ready').at(-1)?.obj as { gpu: unknown; gpu_layers: number; warm_up_ms: unknown } | undefined;
+  const readyLog = () => logs.filter((l) => l.msg === 'llama-cpp model ready').at(-1)?.obj as { gpu: unknown; gpu_layers: number; warm_up_ms: unknown; mmap: unknown } | undefined;
 
   it.runIf(testGpu)(`runs on the GPU (LLMQ_TEST_GPU=${String(testGpu)}), every layer offloaded`, () => {
     const ready = readyLog();
@@ -253,6 +253,23 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     // Still loaded for the first backend.
     await expect(backend.check()).resolves.toBeUndefined();
     expect((await run(backend, { prompt: 'Still here', max_tokens: 2, temperature: 0 })).usage.completion_tokens).toBe(2);
+  });
+
+  it('reads the model into memory by default, and with mmap: true maps it in a load of its own, with the same answers', async () => {
+    // The latest backend made here (the sharing test's, on the defaults) read its model.
+    expect(readyLog()?.mmap).toBe(false);
+    const live = llamaCppStats().liveModels;
+    const mapped = await createBackend({ model_path: path, context_size: 256, threads: 1, ...device, mmap: true }, 1);
+    try {
+      expect(readyLog()).toMatchObject({ mmap: true, loaded: true });
+      expect(llamaCppStats()).toMatchObject({ modelLoads: loadsBefore + 2, liveModels: live + 1 });
+      const greedy = { prompt: 'Mapped or read', max_tokens: 12, temperature: 0 };
+      expect((await run(mapped, greedy)).text).toBe((await run(backend, greedy)).text);
+    } finally {
+      await mapped.close();
+    }
+    expect(llamaCppStats().liveModels).toBe(live);
+    await expect(backend.check()).resolves.toBeUndefined();
   });
 
   it('asks for the next token before it works out and streams the text of the current one', async () => {

@@ -264,6 +264,7 @@ export class LlamaCppBackend implements Backend {
           warm_up_ms: warmUpMs,
           gpu: handle.llama.gpu,
           gpu_layers: model.gpuLayers,
+          mmap: options.mmap,
           threads: options.threads,
           sequences: options.sequences,
           context_size: backend.contextSize,

@@ -65,6 +65,7 @@ describe('llamaCppBackend definition', () => {
     expect(schema.safeParse({ model_path: 'm.gguf', thread: 2 }).success).toBe(false);
     expect(schema.safeParse({}).success).toBe(false);
     expect(schema.safeParse({ model_path: 'm.gguf', gpu: true }).success).toBe(false);
+    expect(schema.safeParse({ model_path: 'm.gguf', mmap: 'no' }).success).toBe(false);
     expect(schema.safeParse({ model_path: 'm.gguf', template: '../x' }).success).toBe(false);
     expect(schema.safeParse({ model_path: 'm.gguf', context_size: 8 }).success).toBe(false);
   });
@@ -77,12 +78,13 @@ describe('llamaCppBackend definition', () => {
       threads: physicalCoreCount(),
       gpu: 'auto',
       gpuLayers: 'auto',
+      mmap: false,
       sequences: 4,
       contextSize: undefined,
       template: undefined,
     });
-    const abs = resolveLlamaCppOptions({ model_path: '/m.gguf', templates_dir: '/t', threads: 3 }, { configDir: '/etc/llmq' }, 1);
-    expect(abs).toMatchObject({ modelPath: '/m.gguf', templatesDir: '/t', threads: 3, sequences: 1 });
+    const abs = resolveLlamaCppOptions({ model_path: '/m.gguf', templates_dir: '/t', threads: 3, mmap: true }, { configDir: '/etc/llmq' }, 1);
+    expect(abs).toMatchObject({ modelPath: '/m.gguf', templatesDir: '/t', threads: 3, mmap: true, sequences: 1 });
   });
 
   it('fails create() with ERR_DEPENDENCY_MISSING when node-llama-cpp cannot be loaded', async () => {

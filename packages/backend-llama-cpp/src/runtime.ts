@@ -41,7 +41,7 @@ export interface ModelHandle {
   release(): Promise<void>;
 }
 
-type RuntimeOptions = Pick<ResolvedLlamaCppOptions, 'modelPath' | 'modelUri' | 'gpu' | 'gpuLayers' | 'threads'>;
+type RuntimeOptions = Pick<ResolvedLlamaCppOptions, 'modelPath' | 'modelUri' | 'gpu' | 'gpuLayers' | 'threads' | 'mmap'>;
 
 function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
   const key = String(options.gpu);
@@ -106,7 +106,7 @@ export function loadFailureReason(logged: readonly string[], modelUri?: string):
 
 /** Loads (or joins the load of) the model file with these options. */
 export async function acquireModel(options: RuntimeOptions, logger: Logger): Promise<ModelHandle> {
-  const key = JSON.stringify([options.modelPath, options.gpu, options.gpuLayers]);
+  const key = JSON.stringify([options.modelPath, options.gpu, options.gpuLayers, options.mmap]);
   let entry = models.get(key);
   let loaded = false;
   if (entry === undefined) {
@@ -122,7 +122,7 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
       const logged: string[] = [];
       llamaEntry.loadErrors = logged;
       try {
-        const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers });
+        const model = await llama.loadModel({ modelPath: options.modelPath, gpuLayers: options.gpuLayers, useMmap: options.mmap });
         counters.modelLoads++;
         counters.liveModels++;
         return model;

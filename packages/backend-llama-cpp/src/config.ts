@@ -57,7 +57,8 @@ export const llamaCppConfigSchema = z.strictObject({
    * it into the worker's own memory. Reading takes longer at start-up and two processes on one
    * host no longer share the file's pages, but decoding on the CPU measured 1.15–1.7× faster for
    * models that do not fit in the CPU's caches (`npm run bench:mmap`), and a prompt after a second
-   * idle no longer paid ~25 ms more. Only the layers on the CPU are affected.
+   * idle no longer paid ~25 ms more. Only the layers on the CPU are affected. A model larger than the
+   * host's free memory needs `true` (a mapped file can be paged from disk; a read one cannot).
    * @defaultValue false
    */
   mmap: z.boolean().optional(),

@@ -55,7 +55,8 @@ function readHeader(buf: Buffer) {
     const dims = Array.from({ length: nd }, () => u64());
     infos.push({ name, dims, type: u32(), offset: u64() });
   }
-  const dataStart = Math.ceil(at / 32) * 32;
+  const alignment = (meta.get('general.alignment') as number | undefined) ?? 32;
+  const dataStart = Math.ceil(at / alignment) * alignment;
   return { magic, version, meta, infos, dataStart };
 }
 
@@ -97,6 +98,21 @@ describe('tiny GGUF generator', () => {
     expect(h.meta.get('llama.embedding_length')).toBe(32);
     expect(h.meta.has('tokenizer.chat_template')).toBe(false);
     expect(h.infos.find((t) => t.name === 'blk.0.attn_k.weight')?.dims).toEqual([32, 16]);
+  });
+
+  it('places the data at general.alignment: 32 bytes past a 64-byte line by default, on a line with 64', () => {
+    const starts = (buf: Buffer) => {
+      const h = readHeader(buf);
+      return { alignment: h.meta.get('general.alignment'), starts: h.infos.map((t) => (h.dataStart + t.offset) % 64), end: h.dataStart + h.infos.at(-1)!.offset + 64 * 384 * 4, length: buf.length };
+    };
+    const byDefault = starts(buildTinyGguf());
+    expect(byDefault.alignment).toBe(32);
+    expect(new Set(byDefault.starts)).toEqual(new Set([32]));
+    const aligned = starts(buildTinyGguf({ alignment: 64 }));
+    expect(aligned.alignment).toBe(64);
+    expect(new Set(aligned.starts)).toEqual(new Set([0]));
+    expect(aligned.end).toBe(aligned.length);
+    expect(() => buildTinyGguf({ alignment: 48 })).toThrow(/alignment/);
   });
 
   it('rejects shapes llama.cpp cannot run', () => {

@@ -68,6 +68,14 @@ export interface TinyGgufOptions {
    * @defaultValue 0
    */
   eosBias?: number;
+  /**
+   * `general.alignment`: the data section and every tensor start at a multiple of it in the file.
+   * With 32 (the GGUF default) this generator's tensors all start 32 bytes past a 64-byte line
+   * (its header ends there, and every tensor's size is a multiple of 64); 64 puts them on a line.
+   * A power of two, at least 8.
+   * @defaultValue 32
+   */
+  alignment?: number;
 }
 
 /** A ChatML-style template using the model's `<|im_start|>` / `<|im_end|>` control tokens. */
@@ -80,7 +88,6 @@ export const TINY_GGUF_TOKENS = { unk: 0, bos: 1, eos: 2, imStart: 259, imEnd: 2
 
 /** Bumped whenever the file layout changes, so cached files of an older layout are not reused. */
 const FORMAT_VERSION = 2;
-const ALIGNMENT = 32;
 const BASE_VOCAB = 3 + 256 + 2 + 1 + 94;
 
 // llama.cpp token types
@@ -128,6 +135,7 @@ function resolveOptions(options: TinyGgufOptions): Resolved {
     contextLength: options.contextLength ?? 2048,
     chatTemplate: options.chatTemplate === undefined ? TINY_GGUF_CHAT_TEMPLATE : options.chatTemplate,
     eosBias: options.eosBias ?? 0,
+    alignment: options.alignment ?? 32,
   };
   if (!Number.isFinite(r.eosBias)) throw new RangeError('eosBias must be a finite number');
   const pieces = mergedPieces();
@@ -141,6 +149,7 @@ function resolveOptions(options: TinyGgufOptions): Resolved {
   if (r.heads % r.headsKv !== 0) throw new RangeError('heads must be a multiple of headsKv');
   if ((r.embeddingLength / r.heads) % 2 !== 0) throw new RangeError('embeddingLength / heads must be even (RoPE)');
   if (!Number.isInteger(r.seed) || r.seed < 0) throw new RangeError('seed must be a non-negative integer');
+  if (!Number.isInteger(r.alignment) || r.alignment < 8 || (r.alignment & (r.alignment - 1)) !== 0) throw new RangeError('alignment must be a power of two, at least 8');
   return r;
 }
 
@@ -245,7 +254,7 @@ function metadata(r: Resolved): [string, MetaValue][] {
   const entries: [string, MetaValue][] = [
     ['general.architecture', { type: 'string', value: 'llama' }],
     ['general.name', { type: 'string', value: 'llmq tiny random' }],
-    ['general.alignment', { type: 'u32', value: ALIGNMENT }],
+    ['general.alignment', { type: 'u32', value: r.alignment }],
     ['general.file_type', { type: 'u32', value: 0 }],
     ['llama.context_length', { type: 'u32', value: r.contextLength }],
     ['llama.embedding_length', { type: 'u32', value: r.embeddingLength }],
@@ -405,9 +414,9 @@ export function buildTinyGguf(options: Omit<TinyGgufOptions, 'dir'> = {}): Buffe
     w.u32(0); // GGML_TYPE_F32
     w.u64(offset);
     offset += sizes[i] ?? 0;
-    offset = Math.ceil(offset / ALIGNMENT) * ALIGNMENT;
+    offset = Math.ceil(offset / r.alignment) * r.alignment;
   });
-  w.pad(ALIGNMENT);
+  w.pad(r.alignment);
   const header = w.result();
   const data = Buffer.alloc(offset);
   const next = mulberry32(r.seed);
@@ -416,7 +425,7 @@ export function buildTinyGguf(options: Omit<TinyGgufOptions, 'dir'> = {}): Buffe
   specs.forEach((spec, i) => {
     const count = (sizes[i] ?? 0) / 4;
     spec.fill(new Float32Array(data.buffer, data.byteOffset + at, count), random);
-    at = Math.ceil((at + count * 4) / ALIGNMENT) * ALIGNMENT;
+    at = Math.ceil((at + count * 4) / r.alignment) * r.alignment;
   });
   return Buffer.concat([header, data]);
 }

@@ -14,7 +14,8 @@
 //        BENCH_SECONDS (45) per N, 10 to 30), BENCH_CTX (512),
 //        BENCH_SIZES (tiny,small,medium), BENCH_GPU (cuda, vulkan, metal or auto: every layer on that GPU, both sides; default none), BENCH_WORKER_NODE_ARGS (e.g. --cpu-prof), BENCH_STAGES=1 (per-round stage timings and CPU time of each process),
 //        BENCH_FLUSH_MS (the worker's stream_flush_ms; default the config's, 50), BENCH_WARM=0 (no warm-up request before each round, see compare()),
-//        BENCH_MMAP=1 (both sides map the GGUF, node-llama-cpp's default, instead of reading it, llmq's),
+//        BENCH_MMAP=1 (both sides map the GGUF, llama.cpp's default, instead of reading it, llmq's; read, each side holds
+//        a copy of its own: direct, the worker and `backend`),
 //        BENCH_BACKEND=1 (one more side, `backend`: llmq's llama-cpp backend called in this process, no queue, HTTP or
 //        Redis; backend/joined is what the backend's own code costs, llmq/backend what the rest of the path does).
 import { spawn } from 'node:child_process';
@@ -51,7 +52,7 @@ const GPU = env.BENCH_GPU || false;
 if (GPU && !LLAMA_GPU_SETTINGS.includes(GPU)) throw new Error(`BENCH_GPU must be one of ${LLAMA_GPU_SETTINGS.join(', ')}; got "${GPU}"`);
 /**
  * How both sides load the model: read into memory (`mmap: false`, llmq's default) unless
- * BENCH_MMAP=1 maps it (node-llama-cpp's default). The same on both sides, so the ratio is the
+ * BENCH_MMAP=1 maps it (llama.cpp's default). The same on both sides, so the ratio is the
  * queue's and not the option's: reading measured 1.15–1.7× faster here (npm run bench:mmap).
  */
 const MMAP = env.BENCH_MMAP === '1';
@@ -494,5 +495,5 @@ for (const { model: label, rows } of tables) {
 }
 say(`\nDirect is the faster (by median round) of LlamaCompletion (C) and sequence.evaluate (E) at each N, stock node-llama-cpp (loading the model as llmq does: ${MMAP ? 'mapped' : 'read, not mapped'}); joined is sequence.evaluate with llmq's batch fix (BatchJoiner), which stock node-llama-cpp lacks; all sides report their best round; "per round" lists every round's ratio (their count is the rounds run at that N). TTFT for llmq is measured from the HTTP POST (enqueue, worker pickup, SSE), direct from the call.`);
 mkdirSync('bench-results', { recursive: true });
-writeFileSync('bench-results/llama.json', JSON.stringify({ bench: 'llama', threads: THREADS, tokens: TOKENS, context: CTX, tables, at: new Date().toISOString() }, null, 2));
+writeFileSync('bench-results/llama.json', JSON.stringify({ bench: 'llama', mmap: MMAP, gpu: GPU, threads: THREADS, tokens: TOKENS, context: CTX, tables, at: new Date().toISOString() }, null, 2));
 say('written bench-results/llama.json');

@@ -255,20 +255,28 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     expect((await run(backend, { prompt: 'Still here', max_tokens: 2, temperature: 0 })).usage.completion_tokens).toBe(2);
   });
 
-  it('reads the model into memory by default, and with mmap: true maps it in a load of its own, with the same answers', async () => {
-    // The latest backend made here (the sharing test's, on the defaults) read its model.
-    expect(readyLog()?.mmap).toBe(false);
+  it('reads the model into memory by default, and with mmap: true maps the file in a load of its own, with the same answers', async () => {
+    /** Whether this process has the GGUF file mapped (Linux; undefined elsewhere). */
+    const fileMapped = () => (process.platform === 'linux' ? readFileSync('/proc/self/maps', 'utf8').includes(path) : undefined);
     const live = llamaCppStats().liveModels;
+    // Same file and device as the suite's backend, default mmap: it shares that load.
+    const read = await createBackend({ model_path: path, context_size: 256, threads: 1, ...device }, 1);
+    expect(readyLog()).toMatchObject({ mmap: false, loaded: false });
+    if (process.platform === 'linux') expect(fileMapped()).toBe(false);
     const mapped = await createBackend({ model_path: path, context_size: 256, threads: 1, ...device, mmap: true }, 1);
     try {
       expect(readyLog()).toMatchObject({ mmap: true, loaded: true });
       expect(llamaCppStats()).toMatchObject({ modelLoads: loadsBefore + 2, liveModels: live + 1 });
+      if (process.platform === 'linux') expect(fileMapped()).toBe(true);
+      // Same context shape on both: the greedy answer is the model's, however it was loaded.
       const greedy = { prompt: 'Mapped or read', max_tokens: 12, temperature: 0 };
-      expect((await run(mapped, greedy)).text).toBe((await run(backend, greedy)).text);
+      expect((await run(mapped, greedy)).text).toBe((await run(read, greedy)).text);
     } finally {
       await mapped.close();
+      await read.close();
     }
     expect(llamaCppStats().liveModels).toBe(live);
+    if (process.platform === 'linux') expect(fileMapped()).toBe(false);
     await expect(backend.check()).resolves.toBeUndefined();
   });
 

@@ -264,7 +264,8 @@ export class LlamaCppBackend implements Backend {
           warm_up_ms: warmUpMs,
           gpu: handle.llama.gpu,
           gpu_layers: model.gpuLayers,
-          mmap: options.mmap,
+          // What node-llama-cpp used (it reads the file where mapping is not supported).
+          mmap: model.useMmap,
           threads: options.threads,
           sequences: options.sequences,
           context_size: backend.contextSize,

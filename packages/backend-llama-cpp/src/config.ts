@@ -53,12 +53,13 @@ export const llamaCppConfigSchema = z.strictObject({
    */
   batch_size: z.int().min(1).max(1_048_576).optional(),
   /**
-   * `true` maps the GGUF file into memory (llama.cpp's and node-llama-cpp's default); `false` reads
-   * it into the worker's own memory. Reading takes longer at start-up and two processes on one
-   * host no longer share the file's pages, but decoding on the CPU measured 1.15–1.7× faster for
-   * models that do not fit in the CPU's caches (`npm run bench:mmap`), and a prompt after a second
-   * idle no longer paid ~25 ms more. Only the layers on the CPU are affected. A model larger than the
-   * host's free memory needs `true` (a mapped file can be paged from disk; a read one cannot).
+   * `true` maps the GGUF file into memory (llama.cpp's default, and what node-llama-cpp's `"auto"`
+   * does on the CPU); `false` reads it into the worker's own memory. Reading takes longer at start-up
+   * and two processes on one host no longer share the file's pages, but on this project's CI machine
+   * decoding on the CPU was faster for every generated test model larger than the CPU's caches, and a
+   * prompt after a second of idle no longer paid ~25 ms more (`npm run bench:mmap`; figures in the
+   * README). Measured on the CPU only. A model larger than the host's free memory needs `true` (a
+   * mapped file can be paged from disk; a read one cannot).
    * @defaultValue false
    */
   mmap: z.boolean().optional(),

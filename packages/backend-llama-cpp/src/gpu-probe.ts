@@ -31,6 +31,8 @@ const llama = await getLlama({
     : fail(PROBE_EXIT.other, String((err as Error).message ?? err)),
 );
 if (llama.gpu !== gpu) fail(PROBE_EXIT.noBinary, `node-llama-cpp started ${String(llama.gpu)} when asked for ${gpuArg}`);
+// node-llama-cpp's own choice of mapping, whatever the worker's `mmap`: this short-lived child only
+// needs one layer to decode a token, and a mapped file loads fastest.
 const model = await llama
   .loadModel({ modelPath, gpuLayers: gpu === false ? 0 : 1 })
   .catch((err: unknown) => fail(PROBE_EXIT.modelLoad, `the model did not load: ${String((err as Error).message ?? err)}`));

@@ -57,7 +57,7 @@ export const llamaCppConfigSchema = z.strictObject({
    * does on the CPU); `false` reads it into the worker's own memory. Reading takes longer at start-up
    * and two processes on one host no longer share the file's pages, but on this project's CI machine
    * decoding on the CPU was faster for every generated test model larger than the CPU's caches, and a
-   * prompt after a second of idle no longer paid ~25 ms more (`npm run bench:mmap`; figures in the
+   * prompt after a second of idle no longer paid 25–60 ms more (`npm run bench:mmap`; figures in the
    * README). Measured on the CPU only. A model larger than the host's free memory needs `true` (a
    * mapped file can be paged from disk; a read one cannot).
    * @defaultValue false

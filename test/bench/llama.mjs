@@ -29,16 +29,13 @@ import { loadConfig } from '@llmq/config';
 import { silentLogger } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { serveGateway } from '@llmq/gateway';
-import { BatchJoiner, LLAMA_GPU_SETTINGS, llamaCppBackend, physicalCoreCount } from '@llmq/backend-llama-cpp';
-import { generateTinyGguf, startRedis } from '@llmq/testing';
-import { BENCH_MODEL_SIZES, median } from './lib-models.mjs';
+import { BatchJoiner, LLAMA_GPU_SETTINGS, llamaCppBackend } from '@llmq/backend-llama-cpp';
+import { startRedis } from '@llmq/testing';
+import { benchModels, benchThreads, median, promptTokens } from './lib-models.mjs';
 
 const env = process.env;
 const TOKENS = Number(env.BENCH_TOKENS ?? 64);
-// One core is left to the rest (gateway, Redis, the load client, the worker's own JS), on both sides:
-// llama.cpp's threads spin-wait for each other, so with every core decoding, whatever else runs on the
-// machine stalls a whole batch (on a 2-core machine, 2 threads measured 10–40× slower than 1 here).
-const THREADS = Number(env.BENCH_THREADS ?? Math.max(1, physicalCoreCount() - 1));
+const THREADS = benchThreads(env);
 const NS = (env.BENCH_NS ?? '1,2,4,8').split(',').map(Number);
 const FIXED_ROUNDS = env.BENCH_ROUNDS === undefined ? undefined : Number(env.BENCH_ROUNDS);
 const SECONDS_PER_N = Number(env.BENCH_SECONDS ?? 45);
@@ -53,7 +50,7 @@ if (GPU && !LLAMA_GPU_SETTINGS.includes(GPU)) throw new Error(`BENCH_GPU must be
 /**
  * How both sides load the model: read into memory (`mmap: false`, llmq's default) unless
  * BENCH_MMAP=1 maps it (llama.cpp's default). The same on both sides, so the ratio is the
- * queue's and not the option's: reading measured 1.15–1.7× faster here (npm run bench:mmap).
+ * queue's and not the option's: reading decoded up to 1.7× faster here (npm run bench:mmap).
  */
 const MMAP = env.BENCH_MMAP === '1';
 const PROMPT = 'Once upon a time, in a queue far away,';
@@ -61,9 +58,7 @@ const PROMPT = 'Once upon a time, in a queue far away,';
 const WARM_PROMPT = 'Warm up.';
 /** BENCH_WARM=0 leaves the warm-up out (to measure what it changes). */
 const WARM = env.BENCH_WARM !== '0';
-const models = env.BENCH_GGUF
-  ? env.BENCH_GGUF.split(',').map((path) => ({ label: path.split('/').pop(), path }))
-  : await Promise.all((env.BENCH_SIZES ?? 'tiny,small,medium').split(',').map(async (label) => ({ label, path: await generateTinyGguf(BENCH_MODEL_SIZES[label]) })));
+const models = await benchModels(env);
 const say = (s = '') => console.log(s);
 /**
  * A prompt no sequence has seen: it differs from every earlier one at its first token, so neither
@@ -115,8 +110,6 @@ async function directSides(n) {
   const m = await llama.loadModel({ modelPath: model, gpuLayers: GPU ? 'max' : 0, useMmap: MMAP });
   const context = await m.createContext({ contextSize: CTX, sequences: n, threads: THREADS });
   const sequences = Array.from({ length: n }, () => context.getSequence());
-  /** A prompt's tokens for sequence.evaluate, with the beginning-of-sequence token when the model uses one. */
-  const tokensOf = (text) => [...(m.tokens.shouldPrependBosToken ? [m.tokens.bos] : []), ...m.tokenize(text)];
   // `joined`: sequence.evaluate with llmq's fix for node-llama-cpp's batching (every running
   // sequence in each batch, see BatchJoiner), on the same sequences: the baseline for the queue's own cost.
   let joining = false;
@@ -133,7 +126,7 @@ async function directSides(n) {
         let first;
         const t0 = performance.now();
         if (api !== 'completion') {
-          const iterator = seq.evaluate(tokensOf(promptFor(r, i)), { temperature: 0, yieldEogToken: true });
+          const iterator = seq.evaluate(promptTokens(m, promptFor(r, i)), { temperature: 0, yieldEogToken: true });
           let tokens = 0;
           let text = '';
           try {
@@ -180,7 +173,7 @@ async function directSides(n) {
     /** One short request on this context right before a round (see compare()). */
     async warm() {
       await sequences[0].clearHistory();
-      const iterator = sequences[0].evaluate(tokensOf(WARM_PROMPT), { temperature: 0 });
+      const iterator = sequences[0].evaluate(promptTokens(m, WARM_PROMPT), { temperature: 0 });
       await iterator.next();
       await iterator.return();
     },

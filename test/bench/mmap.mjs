@@ -15,25 +15,17 @@
 // BENCH_THREADS (physical cores − 1, at least 1).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
-import { physicalCoreCount } from '@llmq/backend-llama-cpp';
 import { generateTinyGguf } from '@llmq/testing';
-import { BENCH_MODEL_SIZES, median } from './lib-models.mjs';
+import { BENCH_MODEL_SIZES, benchModels, benchThreads, median, promptTokens } from './lib-models.mjs';
 
 const env = process.env;
 const NS = (env.BENCH_NS ?? '1,8').split(',').map(Number);
 const ROUNDS = Number(env.BENCH_ROUNDS ?? 8);
 const TOKENS = Number(env.BENCH_TOKENS ?? 64);
-const THREADS = Number(env.BENCH_THREADS ?? Math.max(1, physicalCoreCount() - 1));
+const THREADS = benchThreads(env);
 const GAPS = [0, 200, 1000];
 const ALIGNS = (env.BENCH_ALIGNS ?? '32,64').split(',').map(Number);
-const models = env.BENCH_GGUF
-  ? env.BENCH_GGUF.split(',').map((path) => ({ label: path.split('/').pop(), path, align: 'as is' }))
-  : await Promise.all(
-      (env.BENCH_SIZES ?? 'tiny,small,medium')
-        .split(',')
-        .flatMap((label) => ALIGNS.map((alignment) => ({ label, alignment })))
-        .map(async ({ label, alignment }) => ({ label, align: alignment, path: await generateTinyGguf({ ...BENCH_MODEL_SIZES[label], alignment }) })),
-    );
+const models = await benchModels(env, { alignments: ALIGNS });
 
 const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, maxThreads: THREADS, build: 'never' });
 console.log(`llmq mmap bench — CPU, threads ${THREADS}, ${TOKENS} tokens/request, greedy, ${ROUNDS} paired rounds; "read" is mmap: false`);
@@ -60,7 +52,7 @@ async function round(side, tokens = TOKENS) {
   let firstPromptMs;
   const counts = await Promise.all(
     sequences.map(async (sequence) => {
-      const prompt = [...(model.tokens.shouldPrependBosToken ? [model.tokens.bos] : []), ...model.tokenize(`${prompts++} Once upon a time, in a queue far away,`)];
+      const prompt = promptTokens(model, `${prompts++} Once upon a time, in a queue far away,`);
       const iterator = sequence.evaluate(prompt, { temperature: 0, yieldEogToken: true });
       let count = 0;
       try {

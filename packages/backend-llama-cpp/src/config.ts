@@ -9,10 +9,10 @@ export const templateNameSchema = z
   .max(200)
   .regex(/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" and "-" only, not starting with "."');
 
-/** The `options` block of a model with `backend: llama-cpp`. Defaults are applied by {@link resolveLlamaCppOptions}. */
 /** The `gpu` settings besides `false` (the CPU only). */
 export const LLAMA_GPU_SETTINGS = ['auto', 'cuda', 'vulkan', 'metal'] as const;
 
+/** The `options` block of a model with `backend: llama-cpp`. Defaults are applied by {@link resolveLlamaCppOptions}. */
 export const llamaCppConfigSchema = z.strictObject({
   /**
    * The GGUF file; a relative path is resolved against the config file's directory.
@@ -88,7 +88,7 @@ export interface ResolvedLlamaCppOptions {
   /** Requested context per sequence; `undefined` means 4096 capped at the training context. */
   contextSize: number | undefined;
   threads: number;
-  gpu: 'auto' | 'cuda' | 'vulkan' | 'metal' | false;
+  gpu: (typeof LLAMA_GPU_SETTINGS)[number] | false;
   gpuLayers: number | 'auto' | 'max';
   batchSize: number | undefined;
   mmap: boolean;

@@ -405,6 +405,7 @@ export function buildTinyGguf(options: Omit<TinyGgufOptions, 'dir'> = {}): Buffe
     w.string(key);
     writeValue(w, value);
   }
+  const alignUp = (n: number) => Math.ceil(n / r.alignment) * r.alignment;
   let offset = 0;
   const sizes = specs.map((s) => s.dims.reduce((a, b) => a * b, 1) * 4);
   specs.forEach((spec, i) => {
@@ -413,8 +414,7 @@ export function buildTinyGguf(options: Omit<TinyGgufOptions, 'dir'> = {}): Buffe
     for (const d of spec.dims) w.u64(d);
     w.u32(0); // GGML_TYPE_F32
     w.u64(offset);
-    offset += sizes[i] ?? 0;
-    offset = Math.ceil(offset / r.alignment) * r.alignment;
+    offset = alignUp(offset + (sizes[i] ?? 0));
   });
   w.pad(r.alignment);
   const header = w.result();
@@ -425,7 +425,7 @@ export function buildTinyGguf(options: Omit<TinyGgufOptions, 'dir'> = {}): Buffe
   specs.forEach((spec, i) => {
     const count = (sizes[i] ?? 0) / 4;
     spec.fill(new Float32Array(data.buffer, data.byteOffset + at, count), random);
-    at = Math.ceil((at + count * 4) / r.alignment) * r.alignment;
+    at = alignUp(at + count * 4);
   });
   return Buffer.concat([header, data]);
 }

@@ -176,6 +176,29 @@ describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () 
     expect(last.error.message).toMatch(/attempt 1 started over \(on a fallback model or another worker\) after streaming began/);
   });
 
+  it('tells a GET /v1/jobs/:id/events client when a fallback model starts the answer over, and sends each status once', async () => {
+    const enqueued = await post('/v1/jobs', { model: 'primary', prompt: 'stream-then-fail' });
+    const { id } = JSON.parse(enqueued.raw) as { id: string };
+    const events = sseEvents(await (await fetch(`${url}/v1/jobs/${id}/events`)).text());
+    const final = events.at(-1)!;
+    expect(final).toMatchObject({ event: 'completed', data: { result: { text: 'stream-then-fail', model: 'echo' } } });
+    // What a client rebuilds from the tokens by their offsets is the answer, not the primary's
+    // streamed text with the fallback's tail after it.
+    let text = '';
+    for (const e of events) if (e.event === 'token') text = text.slice(0, e.data.offset) + e.data.text;
+    expect(text).toBe('stream-then-fail');
+    const statuses = events.filter((e) => e.event === 'status').map((e) => e.data);
+    const restart = statuses.findIndex((s) => s.restarted === true);
+    expect(restart).toBeGreaterThan(0);
+    expect(statuses[restart]).toMatchObject({ status: 'active', attempts: 1 });
+    // The primary's text came before the restart, the fallback's after it.
+    const order = events.map((e) => (e.event === 'token' ? `token@${e.data.offset}` : e.data.restarted ? 'restart' : e.event));
+    expect(order.indexOf('token@0')).toBeLessThan(order.indexOf('restart'));
+    expect(order.lastIndexOf('token@0')).toBeGreaterThan(order.indexOf('restart'));
+    // The stored state and the worker's own `active` for the same run are one event, not two.
+    for (let i = 1; i < statuses.length; i++) expect(statuses[i]).not.toEqual(statuses[i - 1]);
+  });
+
   it('counts jobs enqueued through the OpenAI and TextSynth front doors in llmq_jobs_enqueued_total', async () => {
     await post('/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'hi' }] });
     await post('/v1/completions', { model: 'echo', prompt: 'hi', stream: true });

@@ -52,14 +52,26 @@ program
     const c = client();
     const job = await c.call('POST', '/v1/jobs', body, o.idempotencyKey ? { 'idempotency-key': o.idempotencyKey } : {});
     if (!o.wait && !o.stream) return print(job);
+    let streamed = false;
     for await (const e of c.events(job.id)) {
-      if (e.event === 'token' && o.stream) process.stdout.write(e.data.text);
+      if (e.event === 'token' && o.stream) {
+        process.stdout.write(e.data.text);
+        streamed = true;
+      }
+      // A retry or a fallback model starts the answer over: a terminal cannot take back what it
+      // printed, so say where the new answer begins.
+      if (e.event === 'status' && o.stream && streamed && (e.data.will_retry || e.data.restarted)) {
+        process.stdout.write('\n');
+        process.stderr.write(e.data.will_retry ? `[attempt ${e.data.attempts} failed (${e.data.error?.code ?? 'error'}): the answer starts over]\n` : '[a fallback model starts the answer over]\n');
+        streamed = false;
+      }
       if (e.event === 'completed') {
         if (o.stream) process.stdout.write('\n');
         else print(e.data);
         return;
       }
       if (e.event === 'failed' || e.event === 'cancelled') {
+        if (streamed) process.stdout.write('\n');
         print(e.data);
         process.exitCode = 1;
         return;

@@ -64,6 +64,10 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
   // live tokens are deduplicated by offset below.
   let sentChars = 0;
   let attempt = view.status === 'active' ? view.attempts : view.attempts + 1;
+  /** The status last sent, so the worker's own `active` for a run already reported is not sent twice. */
+  let lastStatus = view.status;
+  /** When the running generation started, as the worker's `active` events say (`at`). */
+  let runStartedAt: number | undefined;
   let ended = false;
   const end = () => {
     if (ended) return;
@@ -113,11 +117,29 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
           endFromStore();
           break;
         }
-        if (e.status === 'active' && e.attempt !== undefined && e.attempt > attempt) {
-          // A retry regenerates from the start.
-          attempt = e.attempt;
-          sentChars = 0;
+        if (e.status === 'active' && e.attempt !== undefined) {
+          if (e.attempt < attempt) break; // a late event of an attempt already superseded
+          if (e.attempt > attempt) {
+            // A retry regenerates from the start.
+            attempt = e.attempt;
+            sentChars = 0;
+          } else if (runStartedAt !== undefined && e.at !== undefined && e.at !== runStartedAt) {
+            // The same attempt started over (a fallback model, or another worker taking over a job
+            // handed back at shutdown): its tokens start again at offset 0, and the client must
+            // drop the text it has, which `restarted` tells it.
+            runStartedAt = e.at;
+            sentChars = 0;
+            lastStatus = 'active';
+            sendStatus(res, { id, status: 'active', attempts: e.attempt, restarted: true });
+            break;
+          } else if (lastStatus === 'active') {
+            // The worker confirming the run this stream already reported (or a repeat): no news.
+            runStartedAt ??= e.at;
+            break;
+          }
+          runStartedAt = e.at;
         }
+        lastStatus = e.status;
         sendStatus(res, { id, status: e.status, attempts: e.attempt });
         break;
       case 'completed':
@@ -130,6 +152,8 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
         break;
       case 'failed':
         if (e.will_retry) {
+          lastStatus = 'queued';
+          runStartedAt = undefined;
           sendStatus(res, { id, status: 'queued', attempts: e.attempt, error: e.error, will_retry: true });
           // The retry may run in another worker process: tell them all.
           producer.watch(id).catch(() => undefined);

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { loadConfig } from '@llmq/config';
 import { LlmqError, defineBackend, silentLogger, sleep, type GenerateInput } from '@llmq/core';
-import { BUILTIN_DEFINITIONS, createPlatform } from '@llmq/platform';
+import { BUILTIN_DEFINITIONS, createPlatform, type Platform } from '@llmq/platform';
 import { startRedis, type TestRedis } from '@llmq/testing';
 import { startWorker, type WorkerHandle } from '@llmq/worker';
 import { serveGateway, type ServedGateway } from '@llmq/gateway';
@@ -78,6 +78,7 @@ describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () 
   let gateway: ServedGateway;
   let worker: WorkerHandle;
   let url: string;
+  let platform: Platform;
   const post = async (path: string, body: unknown) => {
     const res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     return { status: res.status, type: res.headers.get('content-type') ?? '', raw: await res.text() };
@@ -108,11 +109,13 @@ describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () 
           { name: 'echo-slow', backend: 'echo', concurrency: 4, options: { tokens_per_second: 20 } },
           { name: 'scripted', backend: 'test-front-door', concurrency: 4 },
           { name: 'primary', backend: 'test-front-door', concurrency: 4, attempts: 1, fallbacks: ['echo'] },
+          // Its file is not there: the worker skips it and says why (see the test at the end).
+          { name: 'unpulled', backend: 'llama-cpp', options: { model_path: '/nonexistent/llmq-test/unpulled.gguf', model_uri: 'hf:example/unpulled-GGUF/unpulled.gguf' } },
         ],
       },
       env: {},
     });
-    const platform = await createPlatform(config, { builtins: [...BUILTIN_DEFINITIONS, scripted] });
+    platform = await createPlatform(config, { builtins: [...BUILTIN_DEFINITIONS, scripted] });
     gateway = await serveGateway({ platform, logger: silentLogger, registry: new Registry() });
     url = gateway.url;
     worker = await startWorker({ platform, logger: silentLogger, registry: new Registry(), env: {} });
@@ -232,5 +235,57 @@ describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () 
     expect(statuses.map((s) => s.attempt)).toEqual(statuses.map((s) => s.attempts));
     expect(statuses.find((s) => s.will_retry)).toMatchObject({ status: 'queued', attempts: 1 });
     expect(statuses.at(-1)).toMatchObject({ status: 'active', attempts: 2 });
+  });
+
+  it('answers a model no worker can serve with the worker\'s reason, not with a wait until the timeout', async () => {
+    // The synchronous front doors: 503 naming the fix within the 2 s the wait polls at; the job is cancelled.
+    const started = Date.now();
+    const first = await post('/v1/chat/completions', { model: 'unpulled', messages: [{ role: 'user', content: 'hi' }] });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(first.status).toBe(503);
+    const error = (JSON.parse(first.raw) as { error: { code: string; message: string; param: string } }).error;
+    expect(error).toMatchObject({ code: 'ERR_MODEL_NOT_SERVED', param: 'model' });
+    expect(error.message).toContain('no worker serves model "unpulled"');
+    expect(error.message).toContain('ERR_MODEL_FILE_MISSING');
+    expect(error.message).toContain('llmq model pull hf:example/unpulled-GGUF/unpulled.gguf');
+    // Later ones are answered before anything is enqueued, TextSynth's door too.
+    const queuedBefore = (await (await fetch(`${url}/v1/queues`)).json()) as { data: { model: string; waiting: number }[] };
+    const ts = await post('/v1/engines/unpulled/completions', { prompt: 'hi' });
+    expect(ts.status).toBe(503);
+    expect(ts.raw).toContain('Nothing was enqueued');
+    // POST /v1/jobs still queues (a worker that can serve it may start) and says why none does now.
+    const queued = await post('/v1/jobs', { model: 'unpulled', prompt: 'hi' });
+    expect(queued.status).toBe(202);
+    expect(JSON.parse(queued.raw)).toMatchObject({ status: 'queued', warning: expect.stringContaining('ERR_MODEL_FILE_MISSING') });
+    const queues = (await (await fetch(`${url}/v1/queues`)).json()) as { data: { model: string; waiting: number; workers: number; not_served: unknown }[] };
+    const row = queues.data.find((q) => q.model === 'unpulled')!;
+    expect(row).toMatchObject({ workers: 0, not_served: { code: 'ERR_MODEL_FILE_MISSING', worker: worker.workerId } });
+    expect(row.waiting).toBe(queuedBefore.data.find((q) => q.model === 'unpulled')!.waiting + 1);
+    expect(queues.data.find((q) => q.model === 'echo')).toMatchObject({ not_served: null });
+    // A served model is not held up by any of it.
+    expect((await post('/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'hi' }] })).status).toBe(200);
+  });
+
+  it('tells a synchronous client of a model no worker serves within seconds even when the gateway knew nothing yet, and cancels its job', async () => {
+    // A gateway that just started has read no worker report: it enqueues, and its wait finds out.
+    const fresh = await serveGateway({ platform, logger: silentLogger, registry: new Registry() });
+    try {
+      const waiting = async () => ((await (await fetch(`${url}/v1/queues`)).json()) as { data: { model: string; waiting: number }[] }).data.find((q) => q.model === 'unpulled')!.waiting;
+      const before = await waiting();
+      const started = Date.now();
+      const res = await fetch(`${fresh.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'unpulled', prompt: 'hi' }) });
+      const elapsed = Date.now() - started;
+      expect(res.status).toBe(503);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe('ERR_MODEL_NOT_SERVED');
+      expect(body.error.message).toMatch(/ERR_MODEL_FILE_MISSING.*The job was cancelled\.$/);
+      // The wait polls every 2 s.
+      expect(elapsed).toBeGreaterThan(1_500);
+      expect(elapsed).toBeLessThan(5_000);
+      // Cancelled, not left waiting for a worker.
+      expect(await waiting()).toBe(before);
+    } finally {
+      await fresh.close();
+    }
   });
 });

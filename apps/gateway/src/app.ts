@@ -4,7 +4,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { LlmqError, parseJobRequest, toErrorBody, type JobRequest, type Logger } from '@llmq/core';
-import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError } from '@llmq/queue';
+import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError, notServedMessage } from '@llmq/queue';
 import { validateForModel, type Platform } from '@llmq/platform';
 import { apiKeyAuth } from './auth.js';
 import { streamJobEvents } from './sse.js';
@@ -132,7 +132,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       }
       const result = await producer.enqueue(request, { idempotencyKey: header ?? request.idempotency_key, keyId: req.keyId, source: { type: 'http' } });
       if (result.created) metrics.enqueued.inc({ model: request.model, source: 'http' });
-      res.status(result.created ? 202 : 200).location(`/v1/jobs/${result.id}`).json({ id: result.id, object: 'job', status: 'queued', model: request.model, created: result.created });
+      const notServed = producer.notServedHint(request.model);
+      res
+        .status(result.created ? 202 : 200)
+        .location(`/v1/jobs/${result.id}`)
+        .json({ id: result.id, object: 'job', status: 'queued', model: request.model, created: result.created, ...(notServed ? { warning: `${notServedMessage(request.model, notServed)}; the job waits until one does` } : {}) });
     }),
   );
 
@@ -205,12 +209,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   app.get(
     '/v1/queues',
     wrap(async (_req, res) => {
-      const [counts, workers, dlq] = await Promise.all([
+      const [counts, workers, dlq, unserved] = await Promise.all([
         producer.counts(),
         producer.workerCounts(),
         producer.dlq.count().catch((err: unknown) => Promise.reject(asRedisError(err))),
+        producer.unservedReports(),
       ]);
-      const data = counts.map((c) => ({ ...c, workers: workers[c.model] ?? 0 }));
+      // `not_served`: a worker's report of why it could not start the model (null when none did).
+      const data = counts.map((c) => ({ ...c, workers: workers[c.model] ?? 0, not_served: unserved.get(c.model) ?? null }));
       res.json({ object: 'list', data, dead_letter: { waiting: dlq } });
     }),
   );

@@ -1,5 +1,5 @@
 import { LlmqError, fromJobError, type ErrorCode, type JobRequest, type JobResult, type Logger } from '@llmq/core';
-import { newJobId, type EventHub, type Metrics, type Producer } from '@llmq/queue';
+import { newJobId, notServedMessage, type EventHub, type Metrics, type Producer, type UnservedReport } from '@llmq/queue';
 import { unsentText } from './sse.js';
 
 /** What a front door answers with (the job view's result). */
@@ -27,6 +27,10 @@ export interface FollowOptions {
   id?: string;
 }
 
+function notServedError(model: string, report: UnservedReport, outcome: string): LlmqError {
+  return new LlmqError('ERR_MODEL_NOT_SERVED', `${notServedMessage(model, report)}.${outcome}`, { param: 'model' });
+}
+
 /**
  * Enqueues a job and waits for its result, for the synchronous front doors (OpenAI, TextSynth).
  * Subscribes to the job's events before enqueueing so no token is missed; a client disconnect or
@@ -52,6 +56,15 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
       if (view.status === 'completed' && view.result) settle.resolve(view.result);
       else if (view.status === 'failed' && view.error) settle.reject(fromJobError(view.error));
       else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
+      else if (view.status === 'queued') {
+        // No worker will take it: say why now rather than after wait_timeout_ms.
+        const report = await o.producer.notServed(o.request.model);
+        if (report && !finished) {
+          finished = true;
+          o.producer.cancel(id).catch((err: unknown) => o.logger.debug({ err, jobId: id }, 'cancel of a job no worker serves failed'));
+          settle.reject(notServedError(o.request.model, report, ' The job was cancelled.'));
+        }
+      }
     } catch {
       // The poll below tries again.
     }
@@ -115,6 +128,11 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
     settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'client disconnected'));
   };
   try {
+    // A model that no worker serves, as far as the last few seconds tell: check now, enqueue nothing.
+    if (o.producer.notServedHint(o.request.model)) {
+      const report = await o.producer.notServed(o.request.model);
+      if (report) throw notServedError(o.request.model, report, ' Nothing was enqueued.');
+    }
     await o.producer.watch(id);
     const { created } = await o.producer.enqueue(o.request, { id, keyId: o.keyId, source: { type: o.sourceType } });
     if (created) o.metrics.enqueued.inc({ model: o.request.model, source: o.sourceType });

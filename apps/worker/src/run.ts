@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { errorCode, type Backend, type Logger } from '@llmq/core';
 import { servedModels } from '@llmq/config';
-import { ControlListener, EventPublisher, ModelWorker, checkRedisPolicy, createRedis, getMetrics, keys as makeKeys, type SinkBinding } from '@llmq/queue';
+import { ControlListener, EventPublisher, ModelWorker, UnservedReporter, checkRedisPolicy, createRedis, getMetrics, keys as makeKeys, type SinkBinding } from '@llmq/queue';
 import { adapterContext, createBackend, createSinks, type Platform } from '@llmq/platform';
 import type { Registry } from 'prom-client';
 
@@ -81,6 +81,9 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
     workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, control, metrics, logger: log, keys, workerId, sinks, backendFor, backendType: model.definition.type }));
     log.info({ model: name, backend: model.definition.type, concurrency: model.config.concurrency }, 'serving model');
   }
+  // The API tells clients of a model no worker serves why, instead of leaving their jobs waiting.
+  const reporter = new UnservedReporter(connection, keys, workerId, log);
+  await reporter.start(skipped, workers.map((w) => w.name));
   let closed: Promise<void> | undefined;
   return {
     workerId,
@@ -88,7 +91,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
     skipped,
     close(graceMs = config.worker.shutdown_grace_ms) {
       closed ??= (async () => {
-        await Promise.all(workers.map((w) => w.close(graceMs)));
+        await Promise.all([...workers.map((w) => w.close(graceMs)), reporter.close()]);
         shutdown.abort();
         await Promise.race([publisher.flush(), new Promise((r) => setTimeout(r, 1000).unref())]);
         await Promise.allSettled([...backends.map((b) => b.close()), ...sinks.map((s) => s.sink.close())]);

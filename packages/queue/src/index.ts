@@ -9,3 +9,4 @@ export * from './control.js';
 export * from './worker.js';
 export * from './source-kv.js';
 export * from './rate-limit.js';
+export * from './unserved.js';

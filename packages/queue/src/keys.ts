@@ -11,6 +11,8 @@ export function keys(prefix: string) {
     events: (id: string) => `${prefix}:_ev:${id}`,
     paused: (model: string) => `${prefix}:_paused:${model}`,
     alerts: `${prefix}:_alerts`,
+    /** Hash: model → why a worker could not serve it (see UnservedReporter). */
+    unserved: `${prefix}:_unserved`,
     rateLimit: (model: string) => `${prefix}:_rl:${model}`,
     sourceKv: (source: string, key: string) => `${prefix}:_src:${source}:${key}`,
   };

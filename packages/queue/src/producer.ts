@@ -21,6 +21,7 @@ import {
 import type { ModelConfig, ResolvedConfig } from '@llmq/config';
 import { DLQ_QUEUE, fromBullId, keys, toBullId, type Keys } from './keys.js';
 import { withTimeout } from './connection.js';
+import { freshReport, type UnservedReport } from './unserved.js';
 
 export interface EnqueueOptions {
   idempotencyKey?: string | undefined;
@@ -133,6 +134,10 @@ export class Producer {
 
   /** Upper bound for one API call's Redis work (0: none, e.g. for sources that should wait). */
   private readonly callTimeoutMs: number;
+  /** notServedHint()'s snapshot: model → report, and when it was read. */
+  private unservedSnapshot = new Map<string, UnservedReport>();
+  private unservedReadAt = 0;
+  private unservedReading = false;
 
   constructor(
     readonly config: ResolvedConfig,
@@ -523,6 +528,74 @@ export class Producer {
     // BullMQ's client name for a queue (QueueBase.clientName, protected): prefix and base64 name.
     const clientName = (model: string) => `${this.config.redis.prefix}:${Buffer.from(model).toString('base64')}`;
     return Object.fromEntries(this.modelNames().map((model) => [model, names.get(clientName(model)) ?? 0]));
+  }
+
+  /**
+   * Fresh reports of workers that could not start a model (see UnservedReporter), for configured
+   * models: model → report. A model with a report may still be served by another worker.
+   */
+  unservedReports(): Promise<Map<string, UnservedReport>> {
+    return this.bounded(this.unservedReportsNow());
+  }
+
+  private async unservedReportsNow(): Promise<Map<string, UnservedReport>> {
+    let raw: Record<string, string>;
+    try {
+      raw = await this.connection.hgetall(this.keys.unserved);
+    } catch (err) {
+      throw asRedisError(err);
+    }
+    const now = Date.now();
+    const reports = new Map<string, UnservedReport>();
+    for (const [model, value] of Object.entries(raw)) {
+      const report = this.models.has(model) ? freshReport(value, now) : undefined;
+      if (report) reports.set(model, report);
+    }
+    return reports;
+  }
+
+  /**
+   * Why no worker serves `model`, when a worker reported that it could not and no worker process
+   * takes its jobs now; undefined while the model is served, or nobody said why not (jobs then
+   * wait for a worker, as a queue's jobs do).
+   */
+  notServed(model: string): Promise<UnservedReport | undefined> {
+    return this.bounded(this.notServedNow(model));
+  }
+
+  private async notServedNow(model: string): Promise<UnservedReport | undefined> {
+    let report: UnservedReport | undefined;
+    try {
+      report = freshReport(await this.connection.hget(this.keys.unserved, model));
+    } catch (err) {
+      throw asRedisError(err);
+    }
+    if (!report) return undefined;
+    return ((await this.workerCountsNow())[model] ?? 0) === 0 ? report : undefined;
+  }
+
+  /**
+   * notServed() without waiting for Redis, for the enqueue path: from a snapshot of all models at
+   * most 5 s old, refreshed in the background when older (so the first call after start knows nothing).
+   */
+  notServedHint(model: string): UnservedReport | undefined {
+    if (!this.unservedReading && Date.now() - this.unservedReadAt > 5_000) {
+      this.unservedReading = true;
+      this.unservedReportsNow()
+        .then(async (reports) => {
+          if (reports.size > 0) {
+            const counts = await this.workerCountsNow();
+            for (const name of [...reports.keys()]) if ((counts[name] ?? 0) > 0) reports.delete(name);
+          }
+          this.unservedSnapshot = reports;
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          this.unservedReadAt = Date.now();
+          this.unservedReading = false;
+        });
+    }
+    return this.unservedSnapshot.get(model);
   }
 
   async listDlq(offset = 0, limit = 100): Promise<{ total: number; entries: DlqEntry[] }> {

@@ -257,6 +257,15 @@ describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () 
     const queued = await post('/v1/jobs', { model: 'unpulled', prompt: 'hi' });
     expect(queued.status).toBe(202);
     expect(JSON.parse(queued.raw)).toMatchObject({ status: 'queued', warning: expect.stringContaining('ERR_MODEL_FILE_MISSING') });
+    // So does the job, to whoever looks at it or follows it.
+    const queuedId = (JSON.parse(queued.raw) as { id: string }).id;
+    expect(await job(queuedId)).toMatchObject({ status: 'queued', warning: expect.stringContaining('the job waits until a worker serves the model') });
+    const stream = new AbortController();
+    const events = await fetch(`${url}/v1/jobs/${queuedId}/events`, { signal: stream.signal });
+    const reader = events.body!.getReader();
+    const firstEvent = new TextDecoder().decode((await reader.read()).value);
+    stream.abort();
+    expect(sseEvents(firstEvent)[0]).toMatchObject({ event: 'status', data: { status: 'queued', warning: expect.stringContaining('ERR_MODEL_FILE_MISSING') } });
     const queues = (await (await fetch(`${url}/v1/queues`)).json()) as { data: { model: string; waiting: number; workers: number; not_served: unknown }[] };
     const row = queues.data.find((q) => q.model === 'unpulled')!;
     expect(row).toMatchObject({ workers: 0, not_served: { code: 'ERR_MODEL_FILE_MISSING', worker: worker.workerId } });

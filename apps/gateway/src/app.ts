@@ -4,7 +4,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { LlmqError, parseJobRequest, toErrorBody, type JobRequest, type Logger } from '@llmq/core';
-import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError, notServedMessage } from '@llmq/queue';
+import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError, waitsForWorker } from '@llmq/queue';
 import { validateForModel, type Platform } from '@llmq/platform';
 import { apiKeyAuth } from './auth.js';
 import { streamJobEvents } from './sse.js';
@@ -136,7 +136,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       res
         .status(result.created ? 202 : 200)
         .location(`/v1/jobs/${result.id}`)
-        .json({ id: result.id, object: 'job', status: 'queued', model: request.model, created: result.created, ...(notServed ? { warning: `${notServedMessage(request.model, notServed)}; the job waits until one does` } : {}) });
+        .json({ id: result.id, object: 'job', status: 'queued', model: request.model, created: result.created, ...(notServed ? { warning: waitsForWorker(request.model, notServed) } : {}) });
     }),
   );
 
@@ -186,7 +186,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       const id = param(req, 'id');
       const view = await producer.getJob(id);
       if (!view) throw new LlmqError('ERR_JOB_NOT_FOUND', `job "${id}" not found`, { param: 'id' });
-      res.json(view);
+      const notServed = view.status === 'queued' ? producer.notServedHint(view.model) : undefined;
+      res.json(notServed ? { ...view, warning: waitsForWorker(view.model, notServed) } : view);
     }),
   );
 

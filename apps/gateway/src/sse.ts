@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import { LlmqError, type JobEvent, type JobView } from '@llmq/core';
-import type { EventHub, Producer } from '@llmq/queue';
+import { waitsForWorker, type EventHub, type Producer } from '@llmq/queue';
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 
@@ -59,7 +59,8 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     'x-accel-buffering': 'no',
   });
   res.flushHeaders();
-  sendStatus(res, { id, status: view.status, attempts: view.attempts });
+  const notServed = view.status === 'queued' ? producer.notServedHint(view.model) : undefined;
+  sendStatus(res, { id, status: view.status, attempts: view.attempts, ...(notServed ? { warning: waitsForWorker(view.model, notServed) } : {}) });
   // A worker that learns of the watch mid-generation sends the text so far at offset 0;
   // live tokens are deduplicated by offset below.
   let sentChars = 0;

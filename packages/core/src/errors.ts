@@ -45,7 +45,7 @@ export const ERROR_CODES = {
   ERR_BACKEND_STREAM_CUT: { status: 502, type: 'server_error', retryable: true, meaning: 'The backend stream ended before the answer was complete; the partial answer was discarded.' },
   ERR_BACKEND_FAILED: { status: 500, type: 'server_error', retryable: true, meaning: 'The backend failed in a way not covered above.' },
   ERR_MODEL_FILE_MISSING: { status: 500, type: 'server_error', retryable: false, meaning: 'A local model file does not exist; the message names the `llmq model pull` command.' },
-  ERR_MODEL_NOT_SERVED: { status: 503, type: 'server_error', retryable: true, meaning: 'No worker takes jobs of the model, and a worker said why it could not (e.g. its model file is missing); the message quotes it. Synchronous front doors answer this within ~2 s instead of waiting; `POST /v1/jobs` still queues the job, with a `warning`.' },
+  ERR_MODEL_NOT_SERVED: { status: 503, type: 'server_error', retryable: true, meaning: 'No worker takes jobs of the model, and a worker said why it could not (e.g. its model file is missing); the message quotes it. Synchronous front doors answer this within ~2 s instead of waiting; `POST /v1/jobs` still queues the job, with a `warning` (also on the job view and the first `status` event of its stream while it waits).' },
   ERR_MODEL_LOAD: { status: 500, type: 'server_error', retryable: false, meaning: 'A local model file could not be loaded (not a GGUF, or unsupported).' },
   ERR_SINK_WRITE: { status: 502, type: 'server_error', retryable: true, meaning: 'A sink write failed; the generated result is kept and only the write is retried.' },
   ERR_SOURCE_FAILED: { status: 500, type: 'server_error', retryable: true, meaning: 'A source adapter failed to read or acknowledge.' },

@@ -47,6 +47,11 @@ export function notServedMessage(model: string, r: UnservedReport): string {
   return `no worker serves model "${model}": worker ${r.worker} could not start it (${r.code}: ${r.message})`;
 }
 
+/** The `warning` of a queued job of a model no worker serves. */
+export function waitsForWorker(model: string, r: UnservedReport): string {
+  return `${notServedMessage(model, r)}; the job waits until a worker serves the model`;
+}
+
 /**
  * The worker side: records the models this process could not start (one hash, model → report;
  * the last worker to report a model wins) and takes back reports for the models it serves, which

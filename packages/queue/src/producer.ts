@@ -576,10 +576,13 @@ export class Producer {
 
   /**
    * notServed() without waiting for Redis, for the enqueue path: from a snapshot of all models at
-   * most 5 s old, refreshed in the background when older (so the first call after start knows nothing).
+   * most 5 s old. An older one is refreshed in the background and not used meanwhile, so the first
+   * call after start or after a quiet spell knows nothing rather than something out of date.
    */
   notServedHint(model: string): UnservedReport | undefined {
-    if (!this.unservedReading && Date.now() - this.unservedReadAt > 5_000) {
+    const age = Date.now() - this.unservedReadAt;
+    if (age <= 5_000) return this.unservedSnapshot.get(model);
+    if (!this.unservedReading) {
       this.unservedReading = true;
       this.unservedReportsNow()
         .then(async (reports) => {
@@ -589,13 +592,15 @@ export class Producer {
           }
           this.unservedSnapshot = reports;
         })
-        .catch(() => undefined)
+        .catch(() => {
+          this.unservedSnapshot = new Map();
+        })
         .finally(() => {
           this.unservedReadAt = Date.now();
           this.unservedReading = false;
         });
     }
-    return this.unservedSnapshot.get(model);
+    return undefined;
   }
 
   async listDlq(offset = 0, limit = 100): Promise<{ total: number; entries: DlqEntry[] }> {

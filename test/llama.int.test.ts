@@ -1,4 +1,6 @@
-import { resolve } from 'node:path';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateTinyGguf } from '@llmq/testing';
@@ -7,20 +9,25 @@ import { readSse, startStack, type Stack } from './helpers/stack.js';
 
 describe('llama-cpp through the queue (generated tiny GGUF)', () => {
   let stack: Stack;
+  let model: string;
+  /** Where the model `late` looks for its file, which is not there when the worker starts. */
+  const lateDir = mkdtempSync(join(tmpdir(), 'llmq-late-'));
   beforeAll(async () => {
-    const model = await generateTinyGguf();
+    model = await generateTinyGguf();
     stack = await startStack({
       config: {
         models: [
           { name: 'echo', backend: 'echo', concurrency: 4 },
           { name: 'tiny', backend: 'llama-cpp', concurrency: 2, timeout_ms: 60_000, options: { model_path: model, context_size: 256, threads: 2, gpu: false, templates_dir: resolve('config/templates') } },
           { name: 'missing', backend: 'llama-cpp', concurrency: 1, options: { model_path: '/nonexistent/model.gguf', gpu: false } },
+          { name: 'late', backend: 'llama-cpp', concurrency: 1, options: { model_path: join(lateDir, 'late.gguf'), context_size: 128, threads: 1, gpu: false } },
         ],
       },
     });
   }, 120_000);
   afterAll(async () => {
     await stack?.close();
+    rmSync(lateDir, { recursive: true, force: true });
   });
 
   it('streams tokens over SSE before the result, with usage and first-token time', async () => {
@@ -90,11 +97,35 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     expect(stack.workers[0]!.output()).toMatch(/model \\?"missing\\?" is not served: ERR_MODEL_FILE_MISSING: .*llmq model pull/);
     // The API shows which queues no worker takes jobs from.
     const queues = (await stack.http('GET', '/v1/queues')).body.data as { model: string; workers: number }[];
-    expect(Object.fromEntries(queues.map((q) => [q.model, q.workers]))).toEqual({ echo: 1, tiny: 1, missing: 0 });
+    expect(Object.fromEntries(queues.map((q) => [q.model, q.workers]))).toMatchObject({ echo: 1, tiny: 1, missing: 0 });
     const metrics = (await stack.http('GET', '/metrics')).body as string;
     expect(metrics).toContain('llmq_queue_workers{model="missing"} 0');
     expect(metrics).toContain('llmq_queue_workers{model="tiny"} 1');
   });
+
+  it('serves a model whose file appears after the worker started (a pull, a copy) without a restart', async () => {
+    const job = await stack.http('POST', '/v1/jobs', { model: 'late', prompt: 'waited', max_tokens: 4 });
+    expect(job.status).toBe(202);
+    const path = join(lateDir, 'late.gguf');
+    // A copy in progress first: a GGUF cut short does not load; the worker tries it again.
+    const whole = readFileSync(model);
+    writeFileSync(path, whole.subarray(0, 2_000));
+    const deadline = Date.now() + 30_000;
+    while (!/model \\?"late\\?" is not served: ERR_MODEL_LOAD/.test(stack.workers[0]!.output())) {
+      if (Date.now() > deadline) throw new Error(`the worker did not try the cut file: ${stack.workers[0]!.output().slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect((await stack.http('GET', `/v1/jobs/${job.body.id}`)).body.status).toBe('queued');
+    // Then the whole file (as a copy finishes, or `model pull` renames its download into place).
+    writeFileSync(`${path}.tmp`, whole);
+    renameSync(`${path}.tmp`, path);
+    const done = await stack.waitFor(job.body.id, ['completed', 'failed'], 30_000);
+    expect(done.status, JSON.stringify(done.error)).toBe('completed');
+    expect(done.result.usage.completion_tokens).toBeGreaterThan(0);
+    const queues = (await stack.http('GET', '/v1/queues')).body.data as { model: string; workers: number; not_served: unknown }[];
+    expect(queues.find((q) => q.model === 'late')).toMatchObject({ workers: 1, not_served: null });
+    expect(queues.find((q) => q.model === 'missing')).toMatchObject({ workers: 0, not_served: { code: 'ERR_MODEL_FILE_MISSING' } });
+  }, 70_000);
 
   it('logs each key once per line (the host binds the model and backend; the backend does not again)', () => {
     expect(repeatedLogKeys('{"a":1,"b":{"a":2},"c":"\\"a\\":","a":3}')).toEqual(['a']);

@@ -14,8 +14,12 @@ async function main(): Promise<void> {
   // Before any job is taken: a port in use stops start-up with nothing in flight.
   const metricsServer = config.worker.metrics_port > 0 ? await startMetricsServer(config.worker.metrics_port) : undefined;
   const handle = await startWorker({ platform, logger });
-  metricsServer?.ready();
-  logger.info({ models: handle.workers.map((w) => w.name), metrics_port: config.worker.metrics_port || null }, 'worker ready');
+  // A worker that serves no model (every one skipped, see startWorker) is up but of no use: its
+  // health check says so, with the reasons, until a model's file appears and it serves that.
+  metricsServer?.ready(() => (handle.workers.length === 0 ? { status: 'serving_no_model', not_served: handle.skipped } : undefined));
+  if (handle.workers.length === 0) {
+    logger.error({ not_served: handle.skipped.map((s) => s.model), metrics_port: config.worker.metrics_port || null }, 'worker up but serving no model: /healthz answers 503 until it does');
+  } else logger.info({ models: handle.workers.map((w) => w.name), metrics_port: config.worker.metrics_port || null }, 'worker ready');
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -23,4 +23,22 @@ describe('the worker metrics server', () => {
       await metrics.close();
     }
   });
+
+  it('answers /healthz with 503 and the problem while the process reports one (a worker serving no model)', async () => {
+    const metrics = await startMetricsServer(0, '127.0.0.1', new Registry());
+    try {
+      const url = `http://127.0.0.1:${(metrics.server.address() as AddressInfo).port}`;
+      let problem: object | undefined = { status: 'serving_no_model', not_served: [{ model: 'm', reason: 'ERR_MODEL_FILE_MISSING: x' }] };
+      metrics.ready(() => problem);
+      const bad = await fetch(`${url}/healthz`);
+      expect(bad.status).toBe(503);
+      expect(await bad.json()).toEqual(problem);
+      problem = undefined;
+      const ok = await fetch(`${url}/healthz`);
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toEqual({ status: 'ok' });
+    } finally {
+      await metrics.close();
+    }
+  });
 });

@@ -4,8 +4,11 @@ import { listen } from '@llmq/core';
 
 export interface MetricsServer {
   server: Server;
-  /** From now on `/healthz` answers 200 (until then 503 `starting`): call it once the process takes work. */
-  ready(): void;
+  /**
+   * From now on `/healthz` answers 200 (until then 503 `starting`): call it once the process takes
+   * work. `problem`, when given, is asked on each request: a body it returns is answered with 503.
+   */
+  ready(problem?: () => object | undefined): void;
   close(): Promise<void>;
 }
 
@@ -17,6 +20,7 @@ export interface MetricsServer {
  */
 export async function startMetricsServer(port: number, host = '0.0.0.0', registry: Registry = defaultRegistry): Promise<MetricsServer> {
   let isReady = false;
+  let problemOf: (() => object | undefined) | undefined;
   const server = createServer((req, res) => {
     if (req.url === '/metrics' || req.url?.startsWith('/metrics?')) {
       registry.metrics().then(
@@ -30,8 +34,9 @@ export async function startMetricsServer(port: number, host = '0.0.0.0', registr
         },
       );
     } else if (req.url === '/healthz') {
-      res.writeHead(isReady ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(isReady ? '{"status":"ok"}' : '{"status":"starting"}');
+      const problem = isReady ? problemOf?.() : { status: 'starting' };
+      res.writeHead(problem ? 503 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(problem ?? { status: 'ok' }));
     } else {
       res.writeHead(404).end();
     }
@@ -44,8 +49,9 @@ export async function startMetricsServer(port: number, host = '0.0.0.0', registr
   });
   return {
     server,
-    ready() {
+    ready(problem) {
       isReady = true;
+      problemOf = problem;
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };

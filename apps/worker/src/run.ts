@@ -18,13 +18,21 @@ export interface StartWorkerOptions {
 export interface WorkerHandle {
   workerId: string;
   workers: ModelWorker[];
-  /** Models that could not start (e.g. a missing model file), with the reason. */
+  /**
+   * Models that could not start (e.g. a missing model file), with the reason. Live: a model whose
+   * file appears later (see RETRIED) leaves it for `workers`.
+   */
   skipped: { model: string; reason: string }[];
   close(graceMs?: number): Promise<void>;
 }
 
 /** Models whose backend cannot be created for these reasons are skipped, so the rest still serve. */
 const SKIPPABLE = new Set(['ERR_MODEL_FILE_MISSING', 'ERR_MODEL_LOAD', 'ERR_DEPENDENCY_MISSING', 'ERR_CONFIG_INVALID']);
+/** Skipped models tried again every RETRY_MS: their file may yet appear or become whole. */
+const RETRIED = new Set(['ERR_MODEL_FILE_MISSING', 'ERR_MODEL_LOAD']);
+const RETRY_MS = 5_000;
+/** Tries of a file that exists but does not load before the worker stops trying. */
+const LOAD_TRIES = 3;
 
 /** Starts BullMQ workers for the served models, sharing one Redis connection set per process. */
 export async function startWorker(options: StartWorkerOptions): Promise<WorkerHandle> {
@@ -62,8 +70,13 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
   };
   const workers: ModelWorker[] = [];
   const skipped: { model: string; reason: string }[] = [];
-  for (const name of options.models ?? servedModels(config)) {
+  const serve = (name: string, backend: Backend) => {
     const model = platform.models.get(name)!;
+    backends.push(backend);
+    workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, control, metrics, logger: log, keys, workerId, sinks, backendFor, backendType: model.definition.type }));
+    log.info({ model: name, backend: model.definition.type, concurrency: model.config.concurrency }, 'serving model');
+  };
+  for (const name of options.models ?? servedModels(config)) {
     let backend: Backend;
     try {
       backend = await createBackend(platform, name, ctx);
@@ -71,19 +84,66 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
       const code = errorCode(err);
       if (code && SKIPPABLE.has(code)) {
         const reason = (err as Error).message;
-        log.error({ model: name, code }, `model "${name}" is not served: ${reason}`);
+        log.error({ model: name, code }, `model "${name}" is not served: ${reason}${RETRIED.has(code) ? ` (trying again every ${RETRY_MS / 1000} s)` : ''}`);
         skipped.push({ model: name, reason });
         continue;
       }
       throw err;
     }
-    backends.push(backend);
-    workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, control, metrics, logger: log, keys, workerId, sinks, backendFor, backendType: model.definition.type }));
-    log.info({ model: name, backend: model.definition.type, concurrency: model.config.concurrency }, 'serving model');
+    serve(name, backend);
   }
   // The API tells clients of a model no worker serves why, instead of leaving their jobs waiting.
   const reporter = new UnservedReporter(connection, keys, workerId, log);
   await reporter.start(skipped, workers.map((w) => w.name));
+
+  // A model file that is not there yet (`llmq model pull` running in another terminal, a volume
+  // still filling) or not whole yet (a copy in progress) is tried again, so the model is served
+  // once it can be loaded, without a restart. Other reasons (a missing dependency, a bad option)
+  // need one.
+  const retrying = skipped.filter((s) => RETRIED.has(errorCode(s.reason) ?? '')).map((s) => ({ ...s, loadFailures: 0 }));
+  let retryTimer: NodeJS.Timeout | undefined;
+  let retryRun: Promise<void> | undefined;
+  let stopping = false;
+  const retry = async () => {
+    for (const entry of [...retrying]) {
+      if (stopping) return;
+      const drop = () => retrying.splice(retrying.indexOf(entry), 1);
+      try {
+        const backend = await createBackend(platform, entry.model, ctx);
+        if (stopping) {
+          await backend.close();
+          return;
+        }
+        drop();
+        skipped.splice(skipped.findIndex((x) => x.model === entry.model), 1);
+        serve(entry.model, backend);
+        await reporter.served(entry.model);
+      } catch (err) {
+        const code = errorCode(err);
+        const reason = (err as Error).message;
+        // A file that exists but does not load is given a few tries (a copy may still be writing it).
+        const giveUp = !code || !RETRIED.has(code) || (code === 'ERR_MODEL_LOAD' && ++entry.loadFailures >= LOAD_TRIES);
+        if (reason !== entry.reason || giveUp) {
+          log.error({ model: entry.model, code }, `model "${entry.model}" is not served: ${reason}${giveUp ? ' (no more tries: restart the worker once it is fixed)' : ''}`);
+        }
+        if (reason !== entry.reason) {
+          entry.reason = reason;
+          const listed = skipped.find((x) => x.model === entry.model);
+          if (listed) listed.reason = reason;
+          await reporter.set(entry.model, reason);
+        }
+        if (giveUp) drop();
+      }
+    }
+  };
+  const scheduleRetry = () => {
+    if (stopping || retrying.length === 0) return;
+    retryTimer = setTimeout(() => {
+      retryRun = retry().finally(scheduleRetry);
+    }, RETRY_MS);
+    retryTimer.unref();
+  };
+  scheduleRetry();
   let closed: Promise<void> | undefined;
   return {
     workerId,
@@ -91,6 +151,9 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
     skipped,
     close(graceMs = config.worker.shutdown_grace_ms) {
       closed ??= (async () => {
+        stopping = true;
+        clearTimeout(retryTimer);
+        await retryRun;
         await Promise.all([...workers.map((w) => w.close(graceMs)), reporter.close()]);
         shutdown.abort();
         await Promise.race([publisher.flush(), new Promise((r) => setTimeout(r, 1000).unref())]);

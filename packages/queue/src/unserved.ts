@@ -78,7 +78,27 @@ export class UnservedReporter {
     this.timer.unref();
   }
 
+  /** Records (or updates) why `model` is not served here. */
+  async set(model: string, reason: string): Promise<void> {
+    const entry = { model, code: errorCode(reason) ?? 'ERR_INTERNAL', message: errorDetail(reason) };
+    const at = this.mine.findIndex((m) => m.model === model);
+    if (at === -1) this.mine.push(entry);
+    else this.mine[at] = entry;
+    await this.write();
+    if (!this.timer) {
+      this.timer = setInterval(() => void this.write(), UNSERVED_REFRESH_MS);
+      this.timer.unref();
+    }
+  }
+
+  /** `model` is served here now: its report (whoever's) is taken back. */
+  async served(model: string): Promise<void> {
+    this.mine = this.mine.filter((m) => m.model !== model);
+    await this.redis.hdel(this.keys.unserved, model).catch((err: unknown) => this.failed(err));
+  }
+
   private async write(): Promise<void> {
+    if (this.mine.length === 0) return;
     const at = Date.now();
     const fields = this.mine.flatMap((m) => [m.model, JSON.stringify({ worker: this.workerId, code: m.code, message: m.message, at })]);
     await this.redis.hset(this.keys.unserved, ...fields).catch((err: unknown) => this.failed(err));

@@ -569,7 +569,8 @@ describe('llama-cpp backend: start-up errors', () => {
     writeFileSync(cut, readFileSync(tinyPath).subarray(0, Math.floor(statSync(tinyPath).size * 0.6)));
     const cutErr = await failure(createBackend({ model_path: cut, model_uri: 'hf:acme/tiny-GGUF:Q4_K_M', gpu: false }, 1));
     expect(errorCode(cutErr)).toBe('ERR_MODEL_LOAD');
-    expect(cutErr?.message).toMatch(/\(llama\.cpp: .*(corrupted or incomplete|file bounds).*; delete it and fetch it again with `llmq model pull hf:acme\/tiny-GGUF:Q4_K_M`\)$/);
+    expect(cutErr?.message).toMatch(/\(llama\.cpp: .*(corrupted or incomplete|file bounds).*; delete it and fetch it again with `llmq model pull hf:acme\/tiny-GGUF:Q4_K_M --dir [^`]+`\)$/);
+    expect(cutErr?.message).toContain(`--dir ${dir}\``);
     expect(llamaCppStats()).toMatchObject({ liveModels: before.liveModels, liveContexts: before.liveContexts });
   });
 

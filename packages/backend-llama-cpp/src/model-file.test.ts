@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorCode, isRetryable } from '@llmq/core';
-import { checkModelFile } from './model-file.js';
+import { checkModelFile, pullCommand } from './model-file.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'llmq-model-file-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -17,8 +17,15 @@ describe('checkModelFile', () => {
     expect(errorCode(err)).toBe('ERR_MODEL_FILE_MISSING');
     expect(isRetryable(err)).toBe(false);
     expect(err?.message).toContain(path);
-    expect(err?.message).toContain('llmq model pull hf:acme/tiny-GGUF:Q4_K_M');
-    expect((await failure(checkModelFile(path)))?.message).toContain('llmq model pull <uri>');
+    // Saved where model_path looks, wherever the command is run from.
+    expect(err?.message).toContain(`\`llmq model pull hf:acme/tiny-GGUF:Q4_K_M --dir ${dir}\``);
+    expect((await failure(checkModelFile(path)))?.message).toContain(`llmq model pull <uri> --dir ${dir}`);
+  });
+
+  it('quotes a folder the shell would split or expand', () => {
+    expect(pullCommand('hf:a/b:Q4', '/srv/my models/m.gguf')).toBe("llmq model pull hf:a/b:Q4 --dir '/srv/my models'");
+    expect(pullCommand('hf:a/b:Q4', "/srv/it's/m.gguf")).toBe("llmq model pull hf:a/b:Q4 --dir '/srv/it'\\''s'");
+    expect(pullCommand('hf:a/b:Q4', '/srv/models-1.2/m.gguf')).toBe('llmq model pull hf:a/b:Q4 --dir /srv/models-1.2');
   });
 
   it('rejects a file that is not a GGUF, and a directory', async () => {

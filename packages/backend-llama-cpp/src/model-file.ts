@@ -1,7 +1,17 @@
 import { open, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { LlmqError } from '@llmq/core';
 
 const GGUF_MAGIC = 'GGUF';
+
+/**
+ * The `llmq model pull` command that puts `uri`'s file in `path`'s folder: `--dir` because the
+ * command saves under the folder it is run from, while `model_path` is relative to the config file.
+ */
+export function pullCommand(uri: string, path: string): string {
+  const dir = dirname(path);
+  return `llmq model pull ${uri} --dir ${/^[\w./@:+-]+$/.test(dir) ? dir : `'${dir.replace(/'/g, "'\\''")}'`}`;
+}
 
 /**
  * Checks, before llama.cpp sees it, that `path` is a readable GGUF file, so a wrong path or a
@@ -17,8 +27,8 @@ export async function checkModelFile(path: string, modelUri?: string): Promise<{
     if (err instanceof LlmqError) throw err;
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
       const how = modelUri
-        ? `download it with \`llmq model pull ${modelUri}\``
-        : 'download it with `llmq model pull <uri>` (set `model_uri` in the model\'s options to have the exact command here)';
+        ? `download it with \`${pullCommand(modelUri, path)}\``
+        : `download it with \`${pullCommand('<uri>', path)}\` (set \`model_uri\` in the model's options to have the exact command here)`;
       throw new LlmqError('ERR_MODEL_FILE_MISSING', `model file ${path} does not exist; ${how}`, { cause: err });
     }
     throw new LlmqError('ERR_MODEL_LOAD', `model file ${path} cannot be read: ${(err as Error).message}`, { cause: err });

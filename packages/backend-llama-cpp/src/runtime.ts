@@ -9,7 +9,7 @@ import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama
 import { LlmqError, type Logger } from '@llmq/core';
 import { counters } from './stats.js';
 import type { ResolvedLlamaCppOptions } from './config.js';
-import { checkModelFile } from './model-file.js';
+import { checkModelFile, pullCommand } from './model-file.js';
 import { chooseGpu } from './gpu-check.js';
 
 interface LlamaEntry {
@@ -93,14 +93,14 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
  * What llama.cpp logged about a failed load (its "error loading model: …" line), and what to do
  * about a file that is cut short; '' when it logged nothing.
  */
-export function loadFailureReason(logged: readonly string[], modelUri?: string): string {
+export function loadFailureReason(logged: readonly string[], modelUri?: string, modelPath?: string): string {
   const line = logged.find((l) => /error loading model/i.test(l)) ?? logged[0];
   if (line === undefined) return '';
   const reason = line.replace(/^.*?error loading model(?: architecture)?:\s*/i, '');
   const incomplete = /corrupted or incomplete|not within the file bounds|unexpected(ly)? end of file/i.test(reason);
   // "Delete it": `model pull` keeps a file already there unless it can tell the file is cut short
   // (it cannot for a split GGUF).
-  const fix = incomplete ? `; delete it and fetch it again${modelUri === undefined ? '' : ` with \`llmq model pull ${modelUri}\``}` : '';
+  const fix = incomplete ? `; delete it and fetch it again${modelUri === undefined ? '' : ` with \`${modelPath === undefined ? `llmq model pull ${modelUri}` : pullCommand(modelUri, modelPath)}\``}` : '';
   return ` (llama.cpp: ${reason}${fix})`;
 }
 
@@ -131,7 +131,7 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
         // times: give those of this load up to 50 ms to arrive (a failing load only).
         for (let waited = 0; waited < 50 && logged.length === 0; waited += 5) await new Promise((resolve) => setTimeout(resolve, 5));
         await new Promise((resolve) => setImmediate(resolve));
-        throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}${loadFailureReason(logged, options.modelUri)}`, {
+        throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}${loadFailureReason(logged, options.modelUri, options.modelPath)}`, {
           cause: err,
         });
       } finally {

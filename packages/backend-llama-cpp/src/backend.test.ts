@@ -517,6 +517,28 @@ describe('llama-cpp backend: min_tokens (generated model whose </s> is always th
   });
 });
 
+describe('llama-cpp backend: a GGUF without a chat template', () => {
+  it("warns at start-up that chat messages use node-llama-cpp's guess, and names it", async () => {
+    const bare = await generateTinyGguf({ chatTemplate: null });
+    const noted = () => logs.filter((l) => l.level === 'warn' && typeof l.msg === 'string' && l.msg.startsWith('the GGUF has no chat template'));
+    const before = noted().length;
+    const b = await createBackend({ model_path: bare, gpu: false, threads: 1, context_size: 128 }, 1);
+    try {
+      const warned = noted().slice(before);
+      expect(warned).toHaveLength(1);
+      expect(warned[0]!.obj).toMatchObject({ model_path: bare, chat_format: expect.any(String) });
+      expect(warned[0]!.msg).toContain((warned[0]!.obj as { chat_format: string }).chat_format);
+      expect((await b.preparePrompt({ messages: [{ role: 'user', content: 'Hi' }] })).source).toBe('chat');
+    } finally {
+      await b.close();
+    }
+    // A GGUF with its own template gets no such warning.
+    const withTemplate = await createBackend({ model_path: tinyPath, gpu: false, threads: 1, context_size: 128 }, 1);
+    await withTemplate.close();
+    expect(noted().length).toBe(before + 1);
+  });
+});
+
 describe('llama-cpp backend: chat_template from config', () => {
   it("renders messages with it instead of the GGUF's template", async () => {
     const b = await createBackend(

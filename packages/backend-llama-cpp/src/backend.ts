@@ -248,6 +248,14 @@ export class LlamaCppBackend implements Backend {
       const chatTemplate =
         options.chatTemplate === undefined ? undefined : await compileJinjaTemplate('chat_template', options.chatTemplate);
       const chatWrapper = chatTemplate === undefined ? resolveChatWrapper(model) : undefined;
+      if (chatWrapper !== undefined && typeof model.fileInfo.metadata.tokenizer?.chat_template !== 'string') {
+        // node-llama-cpp then guesses the format from the model's name in its metadata, or from
+        // the file's name: renaming the file can change it. Say so once, where an operator looks.
+        logger.warn(
+          { model_path: options.modelPath, chat_format: chatWrapper.wrapperName },
+          `the GGUF has no chat template (tokenizer.chat_template): chat messages use node-llama-cpp's guess, ${chatWrapper.wrapperName}, made from the model's name or the file's name; set chat_template or a named template if that is wrong`,
+        );
+      }
       const backend = new LlamaCppBackend({ name, options, handle, context, logger, chatWrapper, chatTemplate });
       const warmUpMs = await backend.warmUp();
       if (options.template !== undefined) {

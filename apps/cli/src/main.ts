@@ -1,11 +1,18 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { Client } from './client.js';
 import { runDev } from './dev.js';
 import { loadtest } from './loadtest.js';
 import { runMongoWorker } from './mongo-worker.js';
 import { pullModel } from '@llmq/backend-llama-cpp';
+
+/** A numeric option's value; anything else stops the command with commander's own message. */
+function number(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`expected a number, got "${value}"`);
+  return n;
+}
 
 const program = new Command();
 program
@@ -25,7 +32,7 @@ program
   .command('dev')
   .description('run the gateway and a worker in one process (what `npm start` runs)')
   .option('-c, --config <path>', 'config file (default: $LLMQ_CONFIG or config/default.yaml)')
-  .option('-p, --port <port>', 'gateway port (default: $PORT or 8080)', (v) => Number(v))
+  .option('-p, --port <port>', 'gateway port (default: $PORT or 8080)', number)
   .action(async (opts: { config?: string; port?: number }) => runDev(opts));
 
 program
@@ -33,9 +40,9 @@ program
   .description('enqueue a job; with --wait print the result, with --stream print tokens as they come')
   .argument('<model>', 'model name')
   .argument('[prompt]', 'prompt text (default: read stdin)')
-  .option('--max-tokens <n>', 'max_tokens', (v) => Number(v))
-  .option('--temperature <t>', 'temperature', (v) => Number(v))
-  .option('--priority <n>', 'priority (1 = most urgent)', (v) => Number(v))
+  .option('--max-tokens <n>', 'max_tokens', number)
+  .option('--temperature <t>', 'temperature', number)
+  .option('--priority <n>', 'priority (1 = most urgent)', number)
   .option('--idempotency-key <key>', 'Idempotency-Key header')
   .option('--json <body>', 'extra JSON fields merged into the request')
   .option('-w, --wait', 'wait for the result')
@@ -88,7 +95,7 @@ queue.command('pause').argument('<model>').action(async (m: string) => print(awa
 queue.command('resume').argument('<model>').description('resume (e.g. after insufficient_quota paused it)').action(async (m: string) => print(await client().call('POST', `/v1/queues/${encodeURIComponent(m)}/resume`)));
 
 const dlq = program.command('dlq').description('dead-letter queue');
-dlq.command('list').option('--limit <n>', 'entries', (v) => Number(v), 100).action(async (o: { limit: number }) => print(await client().call('GET', `/v1/dlq?limit=${o.limit}`)));
+dlq.command('list').option('--limit <n>', 'entries', number, 100).action(async (o: { limit: number }) => print(await client().call('GET', `/v1/dlq?limit=${o.limit}`)));
 dlq.command('replay').argument('<id...>').description('put dead-lettered jobs back in their queues').action(async (ids: string[]) => {
   for (const id of ids) print(await client().call('POST', `/v1/dlq/${encodeURIComponent(id)}/replay`));
 });
@@ -97,11 +104,11 @@ program
   .command('loadtest')
   .description('send N jobs (optionally paced) and report latency, time to first token and throughput')
   .requiredOption('-m, --model <model>', 'model')
-  .option('-n, --count <n>', 'jobs', (v) => Number(v), 100)
-  .option('--rps <r>', 'requests per second (0 = unpaced)', (v) => Number(v), 0)
-  .option('-c, --concurrency <n>', 'jobs in flight', (v) => Number(v), 16)
+  .option('-n, --count <n>', 'jobs', number, 100)
+  .option('--rps <r>', 'requests per second (0 = unpaced)', number, 0)
+  .option('-c, --concurrency <n>', 'jobs in flight', number, 16)
   .option('--prompt <text>', 'prompt', 'Say something about queues')
-  .option('--max-tokens <n>', 'max_tokens', (v) => Number(v))
+  .option('--max-tokens <n>', 'max_tokens', number)
   .action(async (o: { model: string; count: number; rps: number; concurrency: number; prompt: string; maxTokens?: number }) => {
     print(await loadtest(client(), o, (l) => console.error(l)));
   });

@@ -41,12 +41,12 @@ export const llamaCppConfigSchema = z.strictObject({
    * `false` never tries a GPU.
    * @defaultValue "auto"
    */
-  gpu: z.union([z.enum(LLAMA_GPU_SETTINGS), z.literal(false)]).optional(),
+  gpu: z.union([z.enum(LLAMA_GPU_SETTINGS), z.literal(false)], { error: `expected one of ${LLAMA_GPU_SETTINGS.map((g) => `"${g}"`).join(', ')} or false` }).optional(),
   /**
    * Layers to offload to the GPU: a number, `"max"`, or `"auto"` (as many as fit).
    * @defaultValue "auto"
    */
-  gpu_layers: z.union([z.int().min(0).max(100_000), z.enum(['auto', 'max'])]).optional(),
+  gpu_layers: z.union([z.int().min(0).max(100_000), z.enum(['auto', 'max'])], { error: 'expected a whole number of layers (0 to 100000), "auto" or "max"' }).optional(),
   /**
    * Tokens decoded in one batch (all sequences together).
    * @defaultValue node-llama-cpp's default (512, or the context size when smaller)

@@ -28,6 +28,11 @@ async function enqueueMany(stack: Stack, model: string, n: number, extra: Record
   return ids;
 }
 
+/** Until the first model's queue has `n` jobs active. */
+async function waitActive(stack: Stack, n: number): Promise<void> {
+  while ((await stack.http('GET', '/v1/queues')).body.data[0].active !== n) await sleep(50);
+}
+
 async function waitAllCompleted(stack: Stack, model: string, n: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -87,11 +92,7 @@ describe('reliability with worker child processes', () => {
       config: { models: [{ name: 'scripted', backend: 'test-scripted', concurrency: 4, options: { delay_ms: 1500 } }] },
     });
     const ids = await enqueueMany(stack, 'scripted', 8);
-    for (;;) {
-      const q = (await stack.http('GET', '/v1/queues')).body.data[0];
-      if (q.active === 4) break;
-      await sleep(50);
-    }
+    await waitActive(stack, 4);
     const worker = stack.workers[0]!;
     worker.kill('SIGTERM');
     const code = await worker.exited;
@@ -114,11 +115,7 @@ describe('reliability with worker child processes', () => {
       },
     });
     const ids = await enqueueMany(stack, 'scripted', 2);
-    for (;;) {
-      const q = (await stack.http('GET', '/v1/queues')).body.data[0];
-      if (q.active === 2) break;
-      await sleep(50);
-    }
+    await waitActive(stack, 2);
     stack.workers[0]!.kill('SIGTERM');
     await stack.workers[0]!.exited;
     const q = (await stack.http('GET', '/v1/queues')).body.data[0];
@@ -127,6 +124,31 @@ describe('reliability with worker child processes', () => {
     await stack.spawnWorker();
     await waitAllCompleted(stack, 'scripted', 2, 20_000);
     for (const id of ids) expect((await stack.http('GET', `/v1/jobs/${id}`)).body.status).toBe('completed');
+  }, 60_000);
+
+  it('a second signal during the grace period exits at once, and its jobs still run (elsewhere, once their lock expires)', async () => {
+    stack = await startStack({
+      workers: 1,
+      config: {
+        worker: { metrics_port: 0, shutdown_grace_ms: 30_000, watchdog_ms: 0 },
+        queue: { lock_duration_ms: 2_000, stalled_interval_ms: 1_000 },
+        models: [{ name: 'scripted', backend: 'test-scripted', concurrency: 2, options: { delay_ms: 4000 } }],
+      },
+    });
+    await enqueueMany(stack, 'scripted', 2);
+    await waitActive(stack, 2);
+    const worker = stack.workers[0]!;
+    worker.kill('SIGTERM');
+    await sleep(300);
+    const signalled = Date.now();
+    worker.kill('SIGINT');
+    const code = await worker.exited;
+    // Not after the 30 s grace, nor after the 4 s jobs.
+    expect(Date.now() - signalled).toBeLessThan(2_000);
+    expect(code, worker.output()).toBe(130);
+    expect(worker.output()).toContain('second signal: exiting now');
+    await stack.spawnWorker();
+    await waitAllCompleted(stack, 'scripted', 2, 30_000);
   }, 60_000);
 
   it('keeps consuming across a Redis restart and a frozen Redis', async () => {

@@ -1,4 +1,5 @@
 import { loadConfig } from '@llmq/config';
+import { onShutdownSignals } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { createLogger } from '@llmq/queue';
 import { serveGateway } from '@llmq/gateway';
@@ -14,10 +15,7 @@ export async function runDev(options: { config?: string; port?: number }): Promi
   const served = await serveGateway({ platform, logger, port: options.port });
   const worker = await startWorker({ platform, logger });
   logger.info({ url: served.url, models: worker.workers.map((w) => w.name), skipped: worker.skipped.map((s) => s.model) }, 'llmq is up: gateway and worker in one process');
-  let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
     const grace = config.worker.shutdown_grace_ms;
     logger.info({ signal, grace_ms: grace }, 'shutting down');
     setTimeout(() => process.exit(1), grace + 5_000).unref();
@@ -26,6 +24,5 @@ export async function runDev(options: { config?: string; port?: number }): Promi
       .then(() => served.close())
       .then(() => process.exit(0));
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  onShutdownSignals(logger, stop);
 }

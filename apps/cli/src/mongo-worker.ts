@@ -1,5 +1,5 @@
 import { parseSeedWorkerArgs } from '@llmq/adapter-mongodb';
-import { LlmqError } from '@llmq/core';
+import { LlmqError, onShutdownSignals } from '@llmq/core';
 import { loadConfig, type ResolvedConfig } from '@llmq/config';
 import { createPlatform } from '@llmq/platform';
 import { createLogger } from '@llmq/queue';
@@ -36,10 +36,7 @@ export async function runMongoWorker(argv: readonly string[], env: Readonly<Reco
   const worker = await startWorker({ platform, logger, env });
   const connector = await startConnector({ platform, logger, env });
   logger.info({ model: config.worker.models[0], concurrency: config.models.find((m) => m.name === config.worker.models[0])?.concurrency }, 'mongo-worker running: source, worker and write-back in one process');
-  let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
     logger.info({ signal }, 'mongo-worker shutting down');
     setTimeout(() => process.exit(1), config.worker.shutdown_grace_ms + 10_000).unref();
     void connector
@@ -47,6 +44,5 @@ export async function runMongoWorker(argv: readonly string[], env: Readonly<Reco
       .then(() => worker.close())
       .then(() => process.exit(0));
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  onShutdownSignals(logger, stop);
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { collectDefaultMetrics } from 'prom-client';
 import { loadConfig } from '@llmq/config';
+import { onShutdownSignals } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { createLogger } from '@llmq/queue';
 import { startMetricsServer } from '@llmq/worker';
@@ -24,8 +25,7 @@ async function main(): Promise<void> {
       .then(() => metricsServer?.close())
       .then(() => process.exit(0));
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  onShutdownSignals(logger, stop);
 }
 
 main().catch((err: unknown) => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { collectDefaultMetrics } from 'prom-client';
 import { loadConfig } from '@llmq/config';
+import { onShutdownSignals } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { createLogger } from '@llmq/queue';
 import { serveGateway } from './serve.js';
@@ -16,8 +17,7 @@ async function main(): Promise<void> {
     setTimeout(() => process.exit(1), 10_000).unref();
     void served.close().then(() => process.exit(0));
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  onShutdownSignals(logger, stop);
 }
 
 main().catch((err: unknown) => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { collectDefaultMetrics } from 'prom-client';
 import { loadConfig } from '@llmq/config';
+import { onShutdownSignals } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { createLogger } from '@llmq/queue';
 import { startMetricsServer } from './metrics-server.js';
@@ -20,10 +21,7 @@ async function main(): Promise<void> {
   if (handle.workers.length === 0) {
     logger.error({ not_served: handle.skipped.map((s) => s.model), metrics_port: config.worker.metrics_port || null }, 'worker up but serving no model: /healthz answers 503 until it does');
   } else logger.info({ models: handle.workers.map((w) => w.name), metrics_port: config.worker.metrics_port || null }, 'worker ready');
-  let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
     const grace = config.worker.shutdown_grace_ms;
     logger.info({ signal, grace_ms: grace }, 'shutting down: no new jobs, letting in-flight jobs finish');
     // Our own deadline: exit even if Redis is unreachable and close() cannot complete.
@@ -39,8 +37,7 @@ async function main(): Promise<void> {
         process.exit(0);
       });
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  onShutdownSignals(logger, stop);
 }
 
 main().catch((err: unknown) => {

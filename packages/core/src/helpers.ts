@@ -1,5 +1,6 @@
 import type { Server } from 'node:net';
 import { LlmqError } from './errors.js';
+import type { Logger } from './logger.js';
 
 /** Resolves after `ms`, or at once when `signal` aborts; the timer never holds the process open. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -41,4 +42,23 @@ export function listen(server: Server, o: { port: number; host: string; setting:
       resolve();
     });
   });
+}
+
+/**
+ * Calls `stop` on the first SIGTERM or SIGINT. A second one exits at once, as an operator pressing
+ * Ctrl-C twice means: nothing is lost, since unfinished work runs again (a job once its lock
+ * expires, a source message that was not acknowledged).
+ */
+export function onShutdownSignals(logger: Logger, stop: (signal: NodeJS.Signals) => void): void {
+  let signalled = false;
+  const handle = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      logger.warn({ signal }, 'second signal: exiting now without finishing; unfinished work runs again once its lock expires or its message is redelivered');
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    }
+    signalled = true;
+    stop(signal);
+  };
+  process.on('SIGTERM', handle);
+  process.on('SIGINT', handle);
 }

@@ -517,6 +517,24 @@ describe('llama-cpp backend: min_tokens (generated model whose </s> is always th
   });
 });
 
+describe('llama-cpp backend: JSON ended by the context, not by max_tokens', () => {
+  it('closes a schema whose required keys take many tokens, with no max_tokens, on a small context', async () => {
+    const keys = ['first_property_name', 'second_property_name', 'third_property_name', 'fourth_property_name', 'fifth_property_name', 'sixth_property_name'];
+    const schema = { type: 'object', properties: Object.fromEntries(keys.map((k) => [k, { type: 'string' }])), required: keys };
+    const b = await createBackend({ model_path: tinyPath, gpu: false, threads: 1, context_size: 256 }, 1);
+    try {
+      // Seed 5 ran out of context with a reserve of a quarter of the room (at most 64 tokens).
+      for (const seed of [1, 2, 3, 4, 5, 6]) {
+        const out = await run(b, { prompt: 'give json', temperature: 1, seed, response_format: { type: 'json_schema', json_schema: { schema } } });
+        const value = JSON.parse(out.text) as Record<string, unknown>;
+        expect(Object.keys(value), out.text).toEqual(keys);
+      }
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 describe('llama-cpp backend: a GGUF without a chat template', () => {
   it("warns at start-up that chat messages use node-llama-cpp's guess, and names it", async () => {
     const bare = await generateTinyGguf({ chatTemplate: null });

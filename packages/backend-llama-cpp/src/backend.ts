@@ -565,7 +565,7 @@ export class LlamaCppBackend implements Backend {
     const json = grammar !== undefined;
     // JSON may run past max_tokens to close what is open (see json-grammar.ts); never past the context.
     const limit = json ? room : budget;
-    const closeAt = json ? closingStart(budget) : Number.POSITIVE_INFINITY;
+    const closeAt = json ? closingStart(budget, room) : Number.POSITIVE_INFINITY;
     const minTokens = request.min_tokens ?? 0;
     const biases = minTokens > 0 || json ? this.tokenBiases() : undefined;
 

@@ -26,12 +26,23 @@ describe('closing-mode bias', () => {
     expect(closingBias('')).toBeUndefined();
   });
 
-  it('keeps a quarter of the budget, at most 64 tokens, for closing', () => {
-    expect(closingStart(8)).toBe(6);
-    expect(closingStart(100)).toBe(75);
-    expect(closingStart(1000)).toBe(936);
-    expect(closingStart(3)).toBe(3);
-    expect(closingStart(0)).toBe(0);
+  it('keeps a quarter of max_tokens, at most 64 tokens, for closing when the context has room past it', () => {
+    expect(closingStart(8, 4000)).toBe(6);
+    expect(closingStart(100, 4000)).toBe(75);
+    expect(closingStart(1000, 4000)).toBe(936);
+    expect(closingStart(3, 4000)).toBe(3);
+    expect(closingStart(0, 4000)).toBe(0);
+  });
+
+  it('keeps half the room, at most 512 tokens, when the context is what ends the answer', () => {
+    // No max_tokens (or one past the context): the budget is the room.
+    expect(closingStart(508)).toBe(254);
+    expect(closingStart(41)).toBe(20);
+    expect(closingStart(4000)).toBe(3488);
+    expect(closingStart(1)).toBe(0);
+    // max_tokens just under the room: whichever starts closing first.
+    expect(closingStart(500, 508)).toBe(254);
+    expect(closingStart(300, 4000)).toBe(236);
   });
 });
 

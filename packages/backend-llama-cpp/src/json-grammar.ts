@@ -27,11 +27,17 @@ export function closingBias(text: string): number | undefined {
 }
 
 /**
- * Tokens generated before closing mode starts, given the budget: a quarter of it (at most 64
- * tokens) is kept in reserve for closing.
+ * Tokens generated before closing mode starts, given the budget (`max_tokens`, or the room the
+ * context leaves when that is less) and the room. The earlier of:
+ * - the budget less a quarter of it (at most 64 tokens): an answer may run past `max_tokens`
+ *   into the rest of the context to close;
+ * - the room less half of it (at most 512 tokens): nothing lies past the context, and closing a
+ *   schema's required keys can take a hundred tokens or more.
  */
-export function closingStart(budget: number): number {
-  return Math.max(0, budget - Math.min(64, Math.floor(budget / 4)));
+export function closingStart(budget: number, room: number = budget): number {
+  const byBudget = budget - Math.min(64, Math.floor(budget / 4));
+  const byRoom = room - Math.min(512, Math.ceil(room / 2));
+  return Math.max(0, Math.min(byBudget, byRoom));
 }
 
 /**

@@ -14,6 +14,14 @@ vi.mock('node-llama-cpp', () => {
 
 const { llamaCppBackend, resolveLlamaCppOptions, physicalCoreCount } = await import('./index.js');
 
+/** A config folder whose templates/ holds these files; returns the folder. */
+function configWithTemplates(files: Record<string, string>): string {
+  const configDir = mkdtempSync(join(tmpdir(), 'llmq-templates-'));
+  mkdirSync(join(configDir, 'templates'));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(configDir, 'templates', name), text);
+  return configDir;
+}
+
 describe('llamaCppBackend definition', () => {
   it('imports without loading node-llama-cpp', () => {
     expect(llamaCppBackend.type).toBe('llama-cpp');
@@ -42,11 +50,29 @@ describe('llamaCppBackend definition', () => {
     expect(caps).toMatchObject({ chat: true, completion: true, templates: true });
   });
 
+  it('refuses at enqueue a seed that would not repeat, and a multi-turn chat for a single-turn template', () => {
+    const configDir = configWithTemplates({ 'phi3.template': '<|user|>{prompt}<|end|>', 'chatml.jinja': '{{ messages[0].content }}' });
+    const caps = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf' }, { configDir });
+    const check = (request: Record<string, unknown>) => caps.checkRequest?.({ model: 'm', ...request });
+    expect(check({ prompt: 'x', seed: 4294967295 })).toMatchObject({ param: 'seed', message: expect.stringMatching(/random seed.*0 to 4294967294/) });
+    expect(check({ prompt: 'x', seed: 4294967294 })).toBeUndefined();
+    const turns = [
+      { role: 'user', content: 'a' },
+      { role: 'assistant', content: 'b' },
+      { role: 'user', content: 'c' },
+    ];
+    expect(check({ messages: turns, template: 'phi3' })).toMatchObject({ param: 'messages', message: expect.stringContaining('single-turn') });
+    expect(check({ messages: [{ role: 'system', content: 's' }, { role: 'user', content: 'a' }], template: 'phi3' })).toBeUndefined();
+    // A Jinja template takes any chat, and so does the model's own template.
+    expect(check({ messages: turns, template: 'chatml' })).toBeUndefined();
+    expect(check({ messages: turns })).toBeUndefined();
+    // The model's default template counts too.
+    const withDefault = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf', template: 'phi3' }, { configDir });
+    expect(withDefault.checkRequest?.({ model: 'm', messages: turns } as never)).toMatchObject({ param: 'messages' });
+  });
+
   it('looks a job\'s template up in the model\'s templates_dir at each check', () => {
-    const configDir = mkdtempSync(join(tmpdir(), 'llmq-templates-'));
-    mkdirSync(join(configDir, 'templates'));
-    writeFileSync(join(configDir, 'templates', 'phi3.template'), '<|user|>{prompt}<|end|>');
-    writeFileSync(join(configDir, 'templates', 'notes.txt'), 'not a template');
+    const configDir = configWithTemplates({ 'phi3.template': '<|user|>{prompt}<|end|>', 'notes.txt': 'not a template' });
     const caps = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf' }, { configDir });
     expect(caps.findTemplate?.('phi3')).toBeUndefined();
     expect(caps.findTemplate?.('chatml')).toEqual(['phi3']);

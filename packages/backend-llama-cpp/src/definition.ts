@@ -1,7 +1,7 @@
 import { LlmqError, defineBackend, type BackendCapabilities } from '@llmq/core';
 import { llamaCppConfigSchema, resolveLlamaCppOptions, templatesDirOf, type LlamaCppConfig } from './config.js';
 import { responseFormatProblem } from './json-schema.js';
-import { findTemplate } from './templates.js';
+import { findTemplate, singleTurnProblem } from './templates.js';
 
 /** What the llama-cpp backend honours; the gateway checks jobs against it without loading the model. */
 export const llamaCppCapabilities: BackendCapabilities = {
@@ -24,6 +24,14 @@ export const llamaCppCapabilities: BackendCapabilities = {
   templates: true,
 };
 
+/** llama.cpp's "draw a random seed" value (LLAMA_DEFAULT_SEED): as a job's seed it would not repeat. */
+export const RANDOM_SEED = 0xffff_ffff;
+
+function seedProblem(seed: number | undefined): { param: string; message: string } | undefined {
+  if (seed !== RANDOM_SEED) return undefined;
+  return { param: 'seed', message: `${RANDOM_SEED} is llama.cpp's "random seed" value, which would not repeat; use 0 to ${RANDOM_SEED - 1}` };
+}
+
 /**
  * Local GGUF models through node-llama-cpp. Light to import: node-llama-cpp (and its native
  * binary) is loaded only when `create()` runs, so the gateway can validate config with it.
@@ -38,8 +46,11 @@ export const llamaCppBackend = defineBackend<LlamaCppConfig>({
     return {
       ...llamaCppCapabilities,
       findTemplate: (name) => findTemplate(dir, name),
-      // A schema keyword the grammar cannot enforce is a 400, not an answer that does not match.
-      checkRequest: (request) => responseFormatProblem(request.response_format),
+      // A 400 at enqueue rather than a job that fails (or misbehaves) in the worker: a seed that
+      // would not repeat, a multi-turn chat for a single-turn template, a schema keyword the
+      // grammar cannot enforce.
+      checkRequest: (request) =>
+        seedProblem(request.seed) ?? singleTurnProblem(dir, request.template ?? config.template, request.messages) ?? responseFormatProblem(request.response_format),
     };
   },
   async create({ name, config, concurrency }, ctx) {

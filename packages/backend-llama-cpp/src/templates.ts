@@ -53,6 +53,26 @@ function messagesOf(input: TemplateInput): Message[] {
 }
 
 /** Compiles a `.template` (`{system}` / `{prompt}` substitution). */
+/** A chat a `.template` can render (system messages and one user message), as its two fields; else undefined. */
+function singleTurn(messages: NonNullable<TemplateInput['messages']>): { prompt: string; system: string } | undefined {
+  const rest = messages.filter((m) => m.role !== 'system');
+  const only = rest[0];
+  if (rest.length !== 1 || only === undefined || only.role !== 'user') return undefined;
+  return { prompt: only.content, system: messages.filter((m) => m.role === 'system').map((m) => m.content).join('\n\n') };
+}
+
+const singleTurnMessage = (name: string) => `template "${name}" is single-turn (system messages and one user message); use a .jinja template for multi-turn chat`;
+
+/**
+ * For the check at enqueue: the problem with `messages` for the template `name` in `dir`, when that
+ * is a plain `.template` and the chat has more than one turn.
+ */
+export function singleTurnProblem(dir: string, name: string | undefined, messages: TemplateInput['messages']): { param: string; message: string } | undefined {
+  if (name === undefined || messages === undefined || !TEMPLATE_NAME.test(name) || singleTurn(messages) !== undefined) return undefined;
+  if (statSync(join(dir, `${name}.template`), { throwIfNoEntry: false })?.isFile() !== true) return undefined;
+  return { param: 'messages', message: singleTurnMessage(name) };
+}
+
 export function compilePlainTemplate(name: string, source: string, path = '<inline>'): PromptTemplate {
   const parts = source.split(/(\{system\}|\{prompt\})/);
   return {
@@ -65,18 +85,9 @@ export function compilePlainTemplate(name: string, source: string, path = '<inli
       if (input.messages === undefined) {
         prompt = input.prompt ?? '';
       } else {
-        const systems = input.messages.filter((m) => m.role === 'system').map((m) => m.content);
-        const rest = input.messages.filter((m) => m.role !== 'system');
-        const only = rest[0];
-        if (rest.length !== 1 || only === undefined || only.role !== 'user') {
-          throw new LlmqError(
-            'ERR_REQUEST_INVALID',
-            `template "${name}" is single-turn (system messages and one user message); use a .jinja template for multi-turn chat`,
-            { param: 'messages' },
-          );
-        }
-        prompt = only.content;
-        system = systems.join('\n\n');
+        const turn = singleTurn(input.messages);
+        if (turn === undefined) throw new LlmqError('ERR_REQUEST_INVALID', singleTurnMessage(name), { param: 'messages' });
+        ({ prompt, system } = turn);
       }
       const segments: PromptSegment[] = [];
       for (const part of parts) {

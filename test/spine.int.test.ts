@@ -284,6 +284,19 @@ describe('spine over HTTP with a worker child process', () => {
       if (param !== null) expect(res.body.error.param, `${method} ${path} ${JSON.stringify(b)?.slice(0, 80)}`).toBe(param);
     }
     expect(cases.length).toBeGreaterThanOrEqual(20);
+    // Bodies the JSON parser does not take: a 400 that says what is wrong, never a 500.
+    const raw = async (body: string, headers: Record<string, string>) => {
+      const res = await stack.http('POST', '/v1/jobs', body, headers);
+      expect(res.status, `${body} ${JSON.stringify(headers)}: ${JSON.stringify(res.body)}`).toBe(400);
+      return res.body.error;
+    };
+    expect(await raw('null', {})).toMatchObject({ code: 'ERR_REQUEST_INVALID', message: 'the body must be a JSON object, not null' });
+    expect(await raw('"x"', {})).toMatchObject({ message: 'the body must be a JSON object, not string' });
+    const job = JSON.stringify({ model: 'echo', prompt: 'x' });
+    expect(await raw(job, { 'content-type': 'text/plain' })).toMatchObject({ param: 'content-type', message: expect.stringContaining('content-type: application/json (got "text/plain")') });
+    expect(await raw(job, { 'content-type': '' })).toMatchObject({ param: 'content-type' });
+    expect(await raw(job, { 'content-encoding': 'gzip' })).toMatchObject({ code: 'ERR_REQUEST_INVALID', message: expect.stringContaining('the request body could not be read') });
+    expect(await raw(job, { 'content-encoding': 'br' })).toMatchObject({ code: 'ERR_REQUEST_INVALID' });
     const after = (await stack.http('GET', '/v1/queues')).body.data;
     expect(total(after)).toBe(total(before));
   });

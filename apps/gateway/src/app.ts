@@ -89,7 +89,18 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       challengePaths: [adminPath],
     }),
   );
-  app.use(express.json({ limit: config.gateway.body_limit_bytes, type: ['application/json', 'application/*+json'] }));
+  const JSON_TYPES = ['application/json', 'application/*+json'];
+  app.use(express.json({ limit: config.gateway.body_limit_bytes, type: JSON_TYPES }));
+  // A body of another type is not read (a browser can send text/plain across sites without asking
+  // first): say so, rather than report the fields it seems to lack.
+  app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
+    const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    if (hasBody && req.method !== 'GET' && req.method !== 'HEAD' && !req.is(JSON_TYPES)) {
+      next(new LlmqError('ERR_REQUEST_INVALID', `send the body as JSON with content-type: application/json (got ${req.headers['content-type'] ? `"${req.headers['content-type']}"` : 'no content-type'})`, { param: 'content-type' }));
+      return;
+    }
+    next();
+  });
 
   const accept = (request: JobRequest, prefix = '') => {
     validateForModel(platform, request, prefix);
@@ -286,6 +297,19 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     app.use(adminPath, serverAdapter.getRouter());
   }
 
+  /** What is wrong with a body express.json could not take: JSON that is not an object or array, or not JSON. */
+  const parseFailure = (e: { message?: string; body?: unknown }): string => {
+    if (typeof e.body === 'string') {
+      try {
+        const value: unknown = JSON.parse(e.body);
+        return `the body must be a JSON object, not ${value === null ? 'null' : typeof value}`;
+      } catch {
+        // Not JSON at all: the parser's message says where.
+      }
+    }
+    return `body is not valid JSON: ${e.message ?? ''}`.trim();
+  };
+
   let finalized = false;
   const finalize = () => {
     if (finalized) return;
@@ -297,8 +321,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       let error = err;
       const e = err as { type?: string; status?: number; message?: string };
       if (e && e.type === 'entity.too.large') error = new LlmqError('ERR_REQUEST_TOO_LARGE', `request body exceeds ${config.gateway.body_limit_bytes} bytes`);
-      else if (e && e.type === 'entity.parse.failed') error = new LlmqError('ERR_REQUEST_INVALID', `body is not valid JSON: ${e.message ?? ''}`.trim());
-      else if (e && typeof e.type === 'string' && e.status && e.status < 500) error = new LlmqError('ERR_REQUEST_INVALID', e.message ?? 'bad request');
+      else if (e && e.type === 'entity.parse.failed') error = new LlmqError('ERR_REQUEST_INVALID', parseFailure(e as { message?: string; body?: unknown }));
+      // body-parser's other 4xx: an unsupported charset or encoding, a compressed body that does not inflate.
+      else if (e && !(err instanceof LlmqError) && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+        error = new LlmqError('ERR_REQUEST_INVALID', `the request body could not be read: ${e.message ?? 'bad request'}`);
+      }
       error = asRedisError(error);
       const { status, body } = toErrorBody(error);
       if (status >= 500) log.error({ err, method: req.method, path: req.path }, 'request failed');

@@ -73,6 +73,9 @@ describe('spine over HTTP with a worker child process', () => {
     expect(events.at(-1)!.event).toBe('cancelled');
     const job = await stack.waitFor(id, ['cancelled']);
     expect(job.error.code).toBe('ERR_JOB_CANCELLED');
+    // It had answered in part: when its first token came stays on the job.
+    expect(job.first_token_at).toBeGreaterThanOrEqual(job.started_at);
+    expect(job.first_token_at).toBeLessThanOrEqual(job.completed_at);
     expect(events.filter((e) => e.event === 'token').length).toBeLessThan(100);
     // The slot was freed: another job on the same model runs.
     const next = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'y', max_tokens: 2 });

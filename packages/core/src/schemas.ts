@@ -151,10 +151,11 @@ export interface JobData {
   /** Names of sinks that already committed this result. */
   sinks_done?: string[] | undefined;
   /**
-   * The `details` of the error the job failed with for good. BullMQ keeps only the failure's
-   * message (`failedReason`); `reason` is that message, so details are shown only beside it.
+   * The `details` of the error the job failed with for good, and when its last attempt produced
+   * its first token (a job cancelled or timed out mid-answer). BullMQ keeps only the failure's
+   * message (`failedReason`); `reason` is that message, so these are shown only beside it.
    */
-  failure?: { reason: string; details: Record<string, unknown> } | undefined;
+  failure?: { reason: string; details?: Record<string, unknown> | undefined; first_token_at?: number | undefined } | undefined;
 }
 
 /** A failed job's error as the API shows it. `details` is what the thrower attached, if anything. */

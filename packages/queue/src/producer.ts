@@ -394,14 +394,15 @@ export class Producer {
     const failed = status === 'failed' || status === 'cancelled';
     // attemptsMade counts finished attempts (BullMQ's rate-limit hand-backs and stalls are not attempts).
     const attempts = job.attemptsMade + (status === 'active' ? 1 : 0);
+    // Stored for another failure (a job retried from Bull Board), it is not this one's.
+    const failure = failed && job.failedReason && job.data.failure?.reason === job.failedReason ? job.data.failure : undefined;
     return {
       id: fromBullId(job.id ?? ''),
       object: 'job',
       model: job.data.request.model,
       status,
       result: result ? { text: result.text, finish_reason: result.finish_reason, usage: result.usage, model: result.model } : null,
-      // Details stored for another failure (a job retried from Bull Board) are not this one's.
-      error: failed && job.failedReason ? toJobError(job.failedReason, job.data.failure?.reason === job.failedReason ? job.data.failure.details : undefined) : null,
+      error: failed && job.failedReason ? toJobError(job.failedReason, failure?.details) : null,
       attempts,
       max_attempts: job.opts.attempts ?? 1,
       priority: job.opts.priority ?? null,
@@ -409,7 +410,7 @@ export class Producer {
       metadata: job.data.request.metadata ?? null,
       created_at: job.data.created_at,
       started_at: result?.started_at ?? job.processedOn ?? null,
-      first_token_at: result?.first_token_at ?? null,
+      first_token_at: result?.first_token_at ?? failure?.first_token_at ?? null,
       completed_at: result?.completed_at ?? (failed ? (job.finishedOn ?? null) : null),
     };
   }

@@ -480,9 +480,12 @@ export class ModelWorker {
     const maxAttempts = job.opts.attempts ?? 1;
     const final = !retryable || run.attempt >= maxAttempts;
     log.warn({ code: errorCode(message), final, attempts: maxAttempts }, final ? 'job failed' : 'job attempt failed, will retry');
-    if (final && details) {
-      // BullMQ stores only the message: the details go beside it, so GET /v1/jobs/:id shows them.
-      await job.updateData({ ...job.data, failure: { reason: message, details } }).catch((err: unknown) => log.warn({ err: asError(err).message }, 'could not store the error details'));
+    if (final && (details || run.firstTokenAt !== undefined)) {
+      // BullMQ stores only the message: the details (and the first token's time, for a job
+      // cancelled or timed out mid-answer) go beside it, so GET /v1/jobs/:id shows them.
+      await job
+        .updateData({ ...job.data, failure: { reason: message, details, first_token_at: run.firstTokenAt } })
+        .catch((err: unknown) => log.warn({ err: asError(err).message }, 'could not store the error details'));
     }
     if (final && code !== 'ERR_JOB_CANCELLED') await this.deadLetter(job, message, run.attempt, details);
     if (final) await this.notifyFailure(job, message, log);

@@ -62,6 +62,21 @@ describe('checkJsonSchema', () => {
 });
 
 describe('toGrammarSchema', () => {
+  it('refuses bounds no answer could meet, and counts the grammar cannot hold', () => {
+    const at = (schema: unknown) => checkJsonSchema(schema);
+    expect(at({ type: 'array', items: { type: 'integer' }, minItems: 3, maxItems: 1 })).toMatchObject({ path: '.minItems', message: 'minItems 3 is more than maxItems 1: no answer could match' });
+    expect(at({ type: 'string', minLength: 5, maxLength: 2 })?.path).toBe('.minLength');
+    expect(at({ type: 'object', additionalProperties: { type: 'integer' }, minProperties: 3, maxProperties: 1 })?.path).toBe('.minProperties');
+    expect(at({ type: 'array', items: { type: 'integer' }, minItems: -1 })).toMatchObject({ path: '.minItems', message: 'must be a whole number, 0 or more' });
+    expect(at({ type: 'string', maxLength: 2.5 })?.path).toBe('.maxLength');
+    expect(at({ type: 'string', minLength: 5000 })).toMatchObject({ path: '.minLength', message: 'at most 1000 can be enforced by the grammar' });
+    expect(at({ type: 'array', items: { type: 'boolean' }, minItems: 1001 })?.path).toBe('.minItems');
+    // Equal bounds, and either bound alone, are fine.
+    expect(at({ type: 'string', minLength: 2, maxLength: 2 })).toBeUndefined();
+    expect(at({ type: 'array', items: { type: 'integer' }, minItems: 1000 })).toBeUndefined();
+    expect(at({ type: 'object', properties: { s: { type: 'string', maxLength: 10 } } })).toBeUndefined();
+  });
+
   it('writes anyOf as oneOf, definitions as $defs, and a lone allOf into its parent', () => {
     expect(toGrammarSchema({ anyOf: [{ type: 'string' }, { type: 'null' }] })).toEqual({ oneOf: [{ type: 'string' }, { type: 'null' }] });
     expect(toGrammarSchema({ properties: { a: { $ref: '#/definitions/A' } }, definitions: { A: { anyOf: [{ type: 'integer' }] } } })).toEqual({

@@ -84,6 +84,13 @@ export function checkJsonSchema(schema: unknown): SchemaProblem | undefined {
   return checkSchema(schema, '', defs, true);
 }
 
+/**
+ * The largest minLength / maxLength / minItems / maxItems / min- or maxProperties enforced:
+ * llama.cpp's grammar parser refuses a string of 1,001 characters or more (as node-llama-cpp writes
+ * it), and arrays from about 1,000 items depending on their items.
+ */
+const MAX_COUNT = 1000;
+
 function checkSchema(schema: unknown, path: string, defs: ReadonlySet<string>, root = false): SchemaProblem | undefined {
   if (schema === true) return undefined;
   if (!isObject(schema)) return problem(path, 'must be a schema object (or true)');
@@ -176,6 +183,19 @@ function checkKeyword(schema: Record<string, unknown>, key: string, at: string, 
       return isPrimitive(value) ? undefined : problem(at, 'must be a string, number, boolean or null (objects and arrays cannot be enforced)');
     case 'format':
       return typeof value === 'string' && FORMATS.has(value) ? undefined : problem(at, `format "${String(value)}" cannot be enforced (enforced: ${[...FORMATS].join(', ')}); leave it out and check it after`);
+    case 'minLength':
+    case 'maxLength':
+    case 'minItems':
+    case 'maxItems':
+    case 'minProperties':
+    case 'maxProperties': {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) return problem(at, 'must be a whole number, 0 or more');
+      // llama.cpp refuses a grammar that repeats a rule more often (a job would fail in the worker).
+      if (value > MAX_COUNT) return problem(at, `at most ${MAX_COUNT} can be enforced by the grammar`);
+      const max = key.startsWith('min') ? `max${key.slice(3)}` : undefined;
+      const bound = max === undefined ? undefined : schema[max];
+      return typeof bound === 'number' && value > bound ? problem(at, `${key} ${value} is more than ${max} ${bound}: no answer could match`) : undefined;
+    }
     case '$ref': {
       const match = typeof value === 'string' ? /^#\/(?:\$defs|definitions)\/([^/]+)$/.exec(value) : null;
       if (match === null) return problem(at, 'only references to "#/$defs/<name>" (or "#/definitions/<name>") can be followed');

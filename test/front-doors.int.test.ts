@@ -30,6 +30,19 @@ describe('OpenAI and TextSynth front doors', () => {
     expect(ok.status).toBe(200);
   });
 
+  it('says which prompts /v1/completions takes', async () => {
+    for (const [prompt, message] of [
+      [[1, 2, 3], 'prompt: must be a string (or an array of one string); token-id prompts are not supported'],
+      [42, 'prompt: must be a string (or an array of one string); token-id prompts are not supported'],
+      [['a', 'b'], 'prompt: only one prompt per request is supported'],
+    ] as const) {
+      const r = await stack.http('POST', '/v1/completions', { model: 'echo', prompt, max_tokens: 2 });
+      expect(r.status).toBe(400);
+      expect(r.body.error).toMatchObject({ param: 'prompt', message });
+    }
+    expect((await stack.http('POST', '/v1/completions', { model: 'echo', prompt: ['a'], max_tokens: 2 })).status).toBe(200);
+  });
+
   it('serves chat completions to the official SDK, non-streaming', async () => {
     const r = await openai.chat.completions.create({ model: 'echo', messages: [{ role: 'system', content: 'be nice' }, { role: 'user', content: 'hello there world' }] });
     expect(r.object).toBe('chat.completion');

@@ -48,7 +48,12 @@ const chatSchema = z.strictObject({
 });
 const completionSchema = z.strictObject({
   ...common,
-  prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]),
+  prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')], {
+    error: (issue) =>
+      Array.isArray(issue.input) && issue.input.every((p) => typeof p === 'string')
+        ? 'only one prompt per request is supported'
+        : 'must be a string (or an array of one string); token-id prompts are not supported',
+  }),
   echo: z.literal(false, 'echo is not supported').nullish(),
   best_of: z.literal(1, 'best_of is not supported').nullish(),
   suffix: z.null().optional(),

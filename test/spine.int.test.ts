@@ -60,6 +60,24 @@ describe('spine over HTTP with a worker child process', () => {
     expect(final.at - tokens[0]!.at).toBeGreaterThan(150);
   });
 
+  it('gives a second client that joins mid-answer the text so far, so both rebuild the whole answer', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'one two three four five six seven eight nine ten', max_tokens: 30 });
+    const id = res.body.id as string;
+    const firstSeen: string[] = [];
+    const first = readSse(`${stack.url}/v1/jobs/${id}/events`, 20_000, (e) => firstSeen.push(e.event));
+    while (firstSeen.filter((e) => e === 'token').length < 3) await new Promise((r) => setTimeout(r, 20));
+    const second = await readSse(`${stack.url}/v1/jobs/${id}/events`, 20_000);
+    const rebuilt = (events: { event: string; data: any }[]) => {
+      let text = '';
+      for (const e of events) if (e.event === 'token') text = text.slice(0, e.data.offset) + e.data.text;
+      return text;
+    };
+    const final = second.at(-1)!;
+    expect(final.event).toBe('completed');
+    expect(rebuilt(second)).toBe(final.data.result.text);
+    expect(rebuilt(await first)).toBe(final.data.result.text);
+  });
+
   it('cancels an active job in the worker process: generation stops, status cancelled', async () => {
     const res = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'x', max_tokens: 400 });
     const id = res.body.id as string;

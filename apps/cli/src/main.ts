@@ -69,7 +69,7 @@ program
       // printed, so say where the new answer begins.
       if (e.event === 'status' && o.stream && streamed && (e.data.will_retry || e.data.restarted)) {
         process.stdout.write('\n');
-        process.stderr.write(e.data.will_retry ? `[attempt ${e.data.attempts} failed (${e.data.error?.code ?? 'error'}): the answer starts over]\n` : '[a fallback model starts the answer over]\n');
+        process.stderr.write(e.data.will_retry ? `[attempt ${e.data.attempts} failed (${e.data.error?.code ?? 'error'}): the answer starts over]\n` : '[the answer starts over (a fallback model, or another worker)]\n');
         streamed = false;
       }
       if (e.event === 'completed') {

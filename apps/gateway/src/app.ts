@@ -94,8 +94,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // A body of another type is not read (a browser can send text/plain across sites without asking
   // first): say so, rather than report the fields it seems to lack.
   app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
-    const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
-    if (hasBody && req.method !== 'GET' && req.method !== 'HEAD' && !req.is(JSON_TYPES)) {
+    // A body of another declared type, or a body of some length with none declared (a chunked
+    // empty body without a type, which some clients send with DELETE, passes).
+    const type = req.headers['content-type'];
+    const refused = type ? !req.is(JSON_TYPES) : Number(req.headers['content-length'] ?? 0) > 0;
+    if (refused && req.method !== 'GET' && req.method !== 'HEAD') {
       next(new LlmqError('ERR_REQUEST_INVALID', `send the body as JSON with content-type: application/json (got ${req.headers['content-type'] ? `"${req.headers['content-type']}"` : 'no content-type'})`, { param: 'content-type' }));
       return;
     }
@@ -324,7 +327,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       else if (e && e.type === 'entity.parse.failed') error = new LlmqError('ERR_REQUEST_INVALID', parseFailure(e as { message?: string; body?: unknown }));
       // body-parser's other 4xx: an unsupported charset or encoding, a compressed body that does not inflate.
       else if (e && !(err instanceof LlmqError) && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
-        error = new LlmqError('ERR_REQUEST_INVALID', `the request body could not be read: ${e.message ?? 'bad request'}`);
+        // A compressed body that does not inflate comes as zlib's error (Z_DATA_ERROR, …) with 400.
+        const body = typeof e.type === 'string' || /^Z_/.test(String((err as { code?: unknown }).code ?? ''));
+        error = new LlmqError('ERR_REQUEST_INVALID', body ? `the request body could not be read: ${e.message ?? 'bad request'}` : (e.message ?? 'bad request'));
       }
       error = asRedisError(error);
       const { status, body } = toErrorBody(error);

@@ -69,6 +69,8 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
   let lastStatus = view.status;
   /** When the running generation started, as the worker's `active` events say (`at`). */
   let runStartedAt: number | undefined;
+  /** The text so far was asked for and has not come yet. */
+  let catchingUp = false;
   let ended = false;
   const end = () => {
     if (ended) return;
@@ -106,8 +108,19 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     if (ended) return;
     switch (e.type) {
       case 'token': {
+        if (e.offset > sentChars) {
+          // A gap: this stream joined mid-answer while another client already followed the job
+          // (the worker sends the text so far on a first watch only), or missed a message. Ask for
+          // the text so far; the tokens until it comes are part of it.
+          if (!catchingUp) {
+            catchingUp = true;
+            producer.watch(id, true).catch(() => (catchingUp = false));
+          }
+          break;
+        }
         const text = unsentText(e, sentChars);
         if (text === undefined) break;
+        catchingUp = false;
         send(res, 'token', { text, index: e.index, offset: sentChars });
         sentChars = e.offset + e.text.length;
         break;
@@ -124,12 +137,14 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
             // A retry regenerates from the start.
             attempt = e.attempt;
             sentChars = 0;
+            catchingUp = false;
           } else if (runStartedAt !== undefined && e.at !== undefined && e.at !== runStartedAt) {
             // The same attempt started over (a fallback model, or another worker taking over a job
             // handed back at shutdown): its tokens start again at offset 0, and the client must
             // drop the text it has, which `restarted` tells it.
             runStartedAt = e.at;
             sentChars = 0;
+            catchingUp = false;
             lastStatus = 'active';
             sendStatus(res, { id, status: 'active', attempts: e.attempt, restarted: true });
             break;

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { errorCode, type Backend, type Logger } from '@llmq/core';
+import { errorCode, type Backend, type LlmqError, type Logger } from '@llmq/core';
 import { servedModels } from '@llmq/config';
 import { ControlListener, EventPublisher, ModelWorker, UnservedReporter, checkRedisPolicy, createRedis, getMetrics, keys as makeKeys, type SinkBinding } from '@llmq/queue';
 import { adapterContext, createBackend, createSinks, type Platform } from '@llmq/platform';
@@ -33,6 +33,21 @@ const RETRIED = new Set(['ERR_MODEL_FILE_MISSING', 'ERR_MODEL_LOAD']);
 const RETRY_MS = 5_000;
 /** Tries of a file that exists but does not load before the worker stops trying. */
 const LOAD_TRIES = 3;
+
+/**
+ * Whether a skipped model's retry stops after this failure (counting it in `entry`). A missing file
+ * is tried for as long as the worker runs. A file that exists but does not load is tried
+ * LOAD_TRIES times as it is: a copy still writing it changes its size or time (the error's
+ * `details`) between tries, which starts the count again. Other reasons stop at once.
+ */
+export function giveUpRetry(entry: { loadFailures: number; file: string }, code: string | undefined, details: unknown): boolean {
+  if (!code || !RETRIED.has(code)) return true;
+  if (code !== 'ERR_MODEL_LOAD') return false;
+  const file = JSON.stringify(details ?? null);
+  if (file !== entry.file) entry.loadFailures = 0;
+  entry.file = file;
+  return ++entry.loadFailures >= LOAD_TRIES;
+}
 
 /** Starts BullMQ workers for the served models, sharing one Redis connection set per process. */
 export async function startWorker(options: StartWorkerOptions): Promise<WorkerHandle> {
@@ -100,29 +115,28 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
   // still filling) or not whole yet (a copy in progress) is tried again, so the model is served
   // once it can be loaded, without a restart. Other reasons (a missing dependency, a bad option)
   // need one.
-  const retrying = skipped.filter((s) => RETRIED.has(errorCode(s.reason) ?? '')).map((s) => ({ ...s, loadFailures: 0 }));
+  const retrying = skipped.filter((s) => RETRIED.has(errorCode(s.reason) ?? '')).map((s) => ({ ...s, loadFailures: 0, file: '' }));
   let retryTimer: NodeJS.Timeout | undefined;
   let retryRun: Promise<void> | undefined;
   let stopping = false;
+  // Cut short at close(): a load the retry started must not hold up the shutdown.
+  const retryAbort = new AbortController();
+  const retryCtx = adapterContext(platform, log, AbortSignal.any([shutdown.signal, retryAbort.signal]), options.env);
+  const drop = (entry: (typeof retrying)[number]) => {
+    const at = retrying.indexOf(entry);
+    if (at !== -1) retrying.splice(at, 1);
+  };
   const retry = async () => {
     for (const entry of [...retrying]) {
       if (stopping) return;
-      const drop = () => retrying.splice(retrying.indexOf(entry), 1);
+      let backend: Backend;
       try {
-        const backend = await createBackend(platform, entry.model, ctx);
-        if (stopping) {
-          await backend.close();
-          return;
-        }
-        drop();
-        skipped.splice(skipped.findIndex((x) => x.model === entry.model), 1);
-        serve(entry.model, backend);
-        await reporter.served(entry.model);
+        backend = await createBackend(platform, entry.model, retryCtx);
       } catch (err) {
+        if (stopping) return;
         const code = errorCode(err);
-        const reason = (err as Error).message;
-        // A file that exists but does not load is given a few tries (a copy may still be writing it).
-        const giveUp = !code || !RETRIED.has(code) || (code === 'ERR_MODEL_LOAD' && ++entry.loadFailures >= LOAD_TRIES);
+        const reason = err instanceof Error ? err.message : String(err);
+        const giveUp = giveUpRetry(entry, code, (err as LlmqError).details);
         if (reason !== entry.reason || giveUp) {
           log.error({ model: entry.model, code }, `model "${entry.model}" is not served: ${reason}${giveUp ? ' (no more tries: restart the worker once it is fixed)' : ''}`);
         }
@@ -132,14 +146,26 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
           if (listed) listed.reason = reason;
           await reporter.set(entry.model, reason);
         }
-        if (giveUp) drop();
+        if (giveUp) drop(entry);
+        continue;
       }
+      if (stopping) {
+        await backend.close();
+        return;
+      }
+      drop(entry);
+      const listed = skipped.findIndex((x) => x.model === entry.model);
+      if (listed !== -1) skipped.splice(listed, 1);
+      serve(entry.model, backend);
+      await reporter.served(entry.model);
     }
   };
   const scheduleRetry = () => {
     if (stopping || retrying.length === 0) return;
     retryTimer = setTimeout(() => {
-      retryRun = retry().finally(scheduleRetry);
+      retryRun = retry()
+        .catch((err: unknown) => log.error({ err }, 'trying skipped models again failed'))
+        .finally(scheduleRetry);
     }, RETRY_MS);
     retryTimer.unref();
   };
@@ -151,10 +177,11 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
     skipped,
     close(graceMs = config.worker.shutdown_grace_ms) {
       closed ??= (async () => {
+        // No model joins `workers` once this is set (see retry), so the list closed below is whole.
         stopping = true;
         clearTimeout(retryTimer);
-        await retryRun;
-        await Promise.all([...workers.map((w) => w.close(graceMs)), reporter.close()]);
+        retryAbort.abort();
+        await Promise.all([...workers.map((w) => w.close(graceMs)), reporter.close(), retryRun]);
         shutdown.abort();
         await Promise.race([publisher.flush(), new Promise((r) => setTimeout(r, 1000).unref())]);
         await Promise.allSettled([...backends.map((b) => b.close()), ...sinks.map((s) => s.sink.close())]);

@@ -248,7 +248,7 @@ export class LlamaCppBackend implements Backend {
       const chatTemplate =
         options.chatTemplate === undefined ? undefined : await compileJinjaTemplate('chat_template', options.chatTemplate);
       const chatWrapper = chatTemplate === undefined ? resolveChatWrapper(model) : undefined;
-      if (chatWrapper !== undefined && typeof model.fileInfo.metadata.tokenizer?.chat_template !== 'string') {
+      if (chatWrapper !== undefined && options.template === undefined && typeof model.fileInfo.metadata.tokenizer?.chat_template !== 'string') {
         // node-llama-cpp then guesses the format from the model's name in its metadata, or from
         // the file's name: renaming the file can change it. Say so once, where an operator looks.
         logger.warn(

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { errorCode, isRetryable } from '@llmq/core';
+import { errorCode, isRetryable, type LlmqError } from '@llmq/core';
 import { checkModelFile, pullCommand } from './model-file.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'llmq-model-file-'));
@@ -45,6 +45,16 @@ describe('checkModelFile', () => {
   it('accepts a GGUF header', async () => {
     const ok = join(dir, 'ok.gguf');
     writeFileSync(ok, Buffer.from('GGUF\x03\x00\x00\x00', 'latin1'));
-    await expect(checkModelFile(ok)).resolves.toEqual({ size: 8 });
+    await expect(checkModelFile(ok)).resolves.toEqual({ size: 8, mtimeMs: expect.any(Number) });
+  });
+
+  it("puts the file's size and time on a load failure, so a file still being written can be told apart", async () => {
+    const growing = join(dir, 'growing.gguf');
+    writeFileSync(growing, 'GGU');
+    const before = (await failure(checkModelFile(growing))) as LlmqError | undefined;
+    expect(before?.details).toEqual({ file_size: 3, file_mtime_ms: expect.any(Number) });
+    writeFileSync(growing, 'GGX more bytes');
+    const after = (await failure(checkModelFile(growing))) as LlmqError | undefined;
+    expect(after?.details?.file_size).toBe(14);
   });
 });

@@ -17,12 +17,14 @@ export function pullCommand(uri: string, path: string): string {
  * Checks, before llama.cpp sees it, that `path` is a readable GGUF file, so a wrong path or a
  * half-downloaded HTML error page fails with a message that says what to do.
  */
-export async function checkModelFile(path: string, modelUri?: string): Promise<{ size: number }> {
+export async function checkModelFile(path: string, modelUri?: string): Promise<{ size: number; mtimeMs: number }> {
   let size: number;
+  let mtimeMs: number;
   try {
     const info = await stat(path);
     if (!info.isFile()) throw new LlmqError('ERR_MODEL_LOAD', `model path ${path} is not a file`);
     size = info.size;
+    mtimeMs = info.mtimeMs;
   } catch (err) {
     if (err instanceof LlmqError) throw err;
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
@@ -44,14 +46,23 @@ export async function checkModelFile(path: string, modelUri?: string): Promise<{
       await file.close();
     }
   } catch (err) {
-    throw new LlmqError('ERR_MODEL_LOAD', `model file ${path} cannot be read: ${(err as Error).message}`, { cause: err });
+    throw new LlmqError('ERR_MODEL_LOAD', `model file ${path} cannot be read: ${(err as Error).message}`, { cause: err, details: fileDetails({ size, mtimeMs }) });
   }
   if (head.toString('latin1') !== GGUF_MAGIC) {
     throw new LlmqError(
       'ERR_MODEL_LOAD',
       `model file ${path} is not a GGUF file (${size} bytes, starts with ${JSON.stringify(head.toString('latin1'))}); ` +
         'llama.cpp needs a .gguf model: convert it or download a GGUF build',
+      { details: fileDetails({ size, mtimeMs }) },
     );
   }
-  return { size };
+  return { size, mtimeMs };
+}
+
+/**
+ * An ERR_MODEL_LOAD's `details`: the file's size and modification time, so a caller trying again
+ * can tell a file still being written (they change) from one that will not load (see the worker).
+ */
+export function fileDetails(file: { size: number; mtimeMs: number }): { file_size: number; file_mtime_ms: number } {
+  return { file_size: file.size, file_mtime_ms: Math.round(file.mtimeMs) };
 }

@@ -9,7 +9,7 @@ import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama
 import { LlmqError, type Logger } from '@llmq/core';
 import { counters } from './stats.js';
 import type { ResolvedLlamaCppOptions } from './config.js';
-import { checkModelFile, pullCommand } from './model-file.js';
+import { checkModelFile, fileDetails, pullCommand } from './model-file.js';
 import { chooseGpu } from './gpu-check.js';
 
 interface LlamaEntry {
@@ -109,9 +109,10 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
   const key = JSON.stringify([options.modelPath, options.gpu, options.gpuLayers, options.mmap]);
   let entry = models.get(key);
   let loaded = false;
+  let file: { size: number; mtimeMs: number } | undefined;
   if (entry === undefined) {
     // Before touching llama.cpp: a missing or non-GGUF file gets a message that says what to do.
-    await checkModelFile(options.modelPath, options.modelUri);
+    file = await checkModelFile(options.modelPath, options.modelUri);
     entry = models.get(key);
   }
   if (entry === undefined) {
@@ -133,6 +134,7 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
         await new Promise((resolve) => setImmediate(resolve));
         throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}${loadFailureReason(logged, options.modelUri, options.modelPath)}`, {
           cause: err,
+          ...(file === undefined ? {} : { details: fileDetails(file) }),
         });
       } finally {
         llamaEntry.loadErrors = undefined;

@@ -52,7 +52,6 @@ function messagesOf(input: TemplateInput): Message[] {
   return [{ role: 'user', content: input.prompt ?? '' }];
 }
 
-/** Compiles a `.template` (`{system}` / `{prompt}` substitution). */
 /** A chat a `.template` can render (system messages and one user message), as its two fields; else undefined. */
 function singleTurn(messages: NonNullable<TemplateInput['messages']>): { prompt: string; system: string } | undefined {
   const rest = messages.filter((m) => m.role !== 'system');
@@ -73,6 +72,7 @@ export function singleTurnProblem(dir: string, name: string | undefined, message
   return { param: 'messages', message: singleTurnMessage(name) };
 }
 
+/** Compiles a `.template` (`{system}` / `{prompt}` substitution). */
 export function compilePlainTemplate(name: string, source: string, path = '<inline>'): PromptTemplate {
   const parts = source.split(/(\{system\}|\{prompt\})/);
   return {

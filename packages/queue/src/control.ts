@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { JobEvent, Logger } from '@llmq/core';
+import { CATCH_UP } from './keys.js';
 import { RecentMap } from './recent.js';
 
 export interface Running {
@@ -50,7 +51,10 @@ export class ControlListener {
     this.finished = new RecentMap(o.finishedMs ?? 10_000, o.finishedMax ?? 20_000);
     subscriber.on('message', (channel: string, id: string) => {
       if (channel === o.cancelChannel) this.onCancel(id);
-      else if (channel === o.watchChannel) this.onWatch(id);
+      else if (channel === o.watchChannel) {
+        if (id.startsWith(CATCH_UP)) this.onWatch(id.slice(CATCH_UP.length), true);
+        else this.onWatch(id, false);
+      }
     });
     this.ready = this.subscribe(subscriber);
   }
@@ -96,10 +100,12 @@ export class ControlListener {
     }
   }
 
-  private onWatch(id: string): void {
+  private onWatch(id: string, catchUp: boolean): void {
     const job = this.running.get(id);
     if (job) {
-      if (!this.watched.has(id)) {
+      // The first watch, or a client that joined mid-answer asking for the text so far: the
+      // job publishes its status and text (the streams already following skip what they have).
+      if (!this.watched.has(id) || catchUp) {
         this.watched.add(id);
         job.onWatch();
       }

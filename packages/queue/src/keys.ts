@@ -11,8 +11,8 @@ export function keys(prefix: string) {
     events: (id: string) => `${prefix}:_ev:${id}`,
     paused: (model: string) => `${prefix}:_paused:${model}`,
     alerts: `${prefix}:_alerts`,
-    /** Hash: model → why a worker could not serve it (see UnservedReporter). */
-    unserved: `${prefix}:_unserved`,
+    /** Why a worker could not serve the model (see UnservedReporter); expires unless repeated. */
+    unserved: (model: string) => `${prefix}:_unserved:${model}`,
     rateLimit: (model: string) => `${prefix}:_rl:${model}`,
     sourceKv: (source: string, key: string) => `${prefix}:_src:${source}:${key}`,
   };
@@ -23,6 +23,12 @@ export type Keys = ReturnType<typeof keys>;
  * BullMQ refuses custom ids with ":" (unless exactly three parts) or that are integers.
  * llmq ids (e.g. `pulsar:persistent://t/n/topic:1:2:-1`) are mapped reversibly.
  */
+/**
+ * Starts a message on the watch channel that asks for the text so far again, even from a worker
+ * that already streams the job (a second client joined mid-answer). No job id starts with NUL.
+ */
+export const CATCH_UP = '\u0000catch-up\u0000';
+
 export function toBullId(id: string): string {
   if (!id.includes(':') && !id.includes('%') && !/^\d+$/.test(id)) return id;
   const encoded = id.replace(/%/g, '%25').replace(/:/g, '%3A');

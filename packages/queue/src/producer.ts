@@ -19,9 +19,9 @@ import {
   type SourceRef,
 } from '@llmq/core';
 import type { ModelConfig, ResolvedConfig } from '@llmq/config';
-import { DLQ_QUEUE, fromBullId, keys, toBullId, type Keys } from './keys.js';
+import { CATCH_UP, DLQ_QUEUE, fromBullId, keys, toBullId, type Keys } from './keys.js';
 import { withTimeout } from './connection.js';
-import { freshReport, type UnservedReport } from './unserved.js';
+import { parseReport, type UnservedReport } from './unserved.js';
 
 export interface EnqueueOptions {
   idempotencyKey?: string | undefined;
@@ -465,13 +465,17 @@ export class Producer {
    * Tells the workers a client follows this job, so they publish its status and tokens
    * (unwatched jobs publish nothing). Re-announce while waiting: workers remember it for a minute.
    */
-  watch(id: string): Promise<void> {
-    return this.bounded(this.watchNow(id));
+  /**
+   * Tells the worker running `id` that a client follows it (so it publishes status and tokens).
+   * `catchUp`: also when it already does, send the text so far again (a client joined mid-answer).
+   */
+  watch(id: string, catchUp = false): Promise<void> {
+    return this.bounded(this.watchNow(id, catchUp));
   }
 
-  private async watchNow(id: string): Promise<void> {
+  private async watchNow(id: string, catchUp: boolean): Promise<void> {
     try {
-      await this.connection.publish(this.keys.watchChannel, id);
+      await this.connection.publish(this.keys.watchChannel, catchUp ? CATCH_UP + id : id);
     } catch (err) {
       throw asRedisError(err);
     }
@@ -532,7 +536,7 @@ export class Producer {
   }
 
   /**
-   * Fresh reports of workers that could not start a model (see UnservedReporter), for configured
+   * Reports of workers that could not start a model (see UnservedReporter), for configured
    * models: model → report. A model with a report may still be served by another worker.
    */
   unservedReports(): Promise<Map<string, UnservedReport>> {
@@ -540,18 +544,18 @@ export class Producer {
   }
 
   private async unservedReportsNow(): Promise<Map<string, UnservedReport>> {
-    let raw: Record<string, string>;
+    const models = this.modelNames();
+    let raw: (string | null)[];
     try {
-      raw = await this.connection.hgetall(this.keys.unserved);
+      raw = models.length === 0 ? [] : await this.connection.mget(...models.map((m) => this.keys.unserved(m)));
     } catch (err) {
       throw asRedisError(err);
     }
-    const now = Date.now();
     const reports = new Map<string, UnservedReport>();
-    for (const [model, value] of Object.entries(raw)) {
-      const report = this.models.has(model) ? freshReport(value, now) : undefined;
+    models.forEach((model, i) => {
+      const report = parseReport(raw[i]);
       if (report) reports.set(model, report);
-    }
+    });
     return reports;
   }
 
@@ -567,7 +571,7 @@ export class Producer {
   private async notServedNow(model: string): Promise<UnservedReport | undefined> {
     let report: UnservedReport | undefined;
     try {
-      report = freshReport(await this.connection.hget(this.keys.unserved, model));
+      report = parseReport(await this.connection.get(this.keys.unserved(model)));
     } catch (err) {
       throw asRedisError(err);
     }

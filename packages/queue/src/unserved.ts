@@ -12,17 +12,20 @@ export interface UnservedReport {
   worker: string;
   code: string;
   message: string;
-  /** When the worker last said so (ms since the epoch); reports older than {@link UNSERVED_FRESH_MS} are ignored. */
+  /** When the worker last said so (ms since the epoch, its clock). */
   at: number;
 }
 
 /** How often a running worker repeats its reports. */
 export const UNSERVED_REFRESH_MS = 30_000;
-/** A report this old is ignored: its worker stopped (or was killed) without taking it back. */
-export const UNSERVED_FRESH_MS = 3 * UNSERVED_REFRESH_MS;
+/**
+ * How long Redis keeps a report its worker stopped repeating (it was killed without taking it
+ * back): the key expires, so no clock but Redis' decides.
+ */
+export const UNSERVED_TTL_MS = 3 * UNSERVED_REFRESH_MS;
 
-/** A report read from Redis, if it is one and is fresh. */
-export function freshReport(raw: string | null | undefined, now = Date.now()): UnservedReport | undefined {
+/** A report as stored, if it is one. */
+export function parseReport(raw: string | null | undefined): UnservedReport | undefined {
   if (!raw) return undefined;
   let r: Partial<UnservedReport>;
   try {
@@ -30,16 +33,8 @@ export function freshReport(raw: string | null | undefined, now = Date.now()): U
   } catch {
     return undefined;
   }
-  if (typeof r.at !== 'number' || typeof r.message !== 'string' || now - r.at > UNSERVED_FRESH_MS) return undefined;
+  if (typeof r.at !== 'number' || typeof r.message !== 'string') return undefined;
   return { worker: String(r.worker), code: String(r.code), message: r.message, at: r.at };
-}
-
-function reporterOf(raw: string | null | undefined): string | undefined {
-  try {
-    return raw ? (JSON.parse(raw) as Partial<UnservedReport>).worker : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The API's sentence for a model no worker serves. */
@@ -52,14 +47,19 @@ export function waitsForWorker(model: string, r: UnservedReport): string {
   return `${notServedMessage(model, r)}; the job waits until a worker serves the model`;
 }
 
+/** Deletes a key only while it holds the value given: a report another worker wrote since stays. */
+const DELETE_IF_SAME = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+
 /**
- * The worker side: records the models this process could not start (one hash, model → report;
+ * The worker side: records the models this process could not start (one expiring key per model;
  * the last worker to report a model wins) and takes back reports for the models it serves, which
  * clears a report once the problem is fixed and a worker restarted.
  */
 export class UnservedReporter {
   private timer: NodeJS.Timeout | undefined;
-  private mine: { model: string; code: string; message: string }[] = [];
+  /** This worker's reports: model → the value last written. */
+  private readonly mine = new Map<string, { code: string; message: string; written?: string }>();
+  private closed = false;
 
   constructor(
     private readonly redis: Redis,
@@ -70,20 +70,14 @@ export class UnservedReporter {
 
   /** Writes the reports now and repeats them every {@link UNSERVED_REFRESH_MS} until close(). */
   async start(skipped: { model: string; reason: string }[], served: string[]): Promise<void> {
-    this.mine = skipped.map((s) => ({ model: s.model, code: errorCode(s.reason) ?? 'ERR_INTERNAL', message: errorDetail(s.reason) }));
-    if (served.length > 0) await this.redis.hdel(this.keys.unserved, ...served).catch((err: unknown) => this.failed(err));
-    if (this.mine.length === 0) return;
-    await this.write();
-    this.timer = setInterval(() => void this.write(), UNSERVED_REFRESH_MS);
-    this.timer.unref();
+    if (served.length > 0) await this.redis.del(...served.map((m) => this.keys.unserved(m))).catch((err: unknown) => this.failed(err));
+    for (const s of skipped) await this.set(s.model, s.reason);
   }
 
   /** Records (or updates) why `model` is not served here. */
   async set(model: string, reason: string): Promise<void> {
-    const entry = { model, code: errorCode(reason) ?? 'ERR_INTERNAL', message: errorDetail(reason) };
-    const at = this.mine.findIndex((m) => m.model === model);
-    if (at === -1) this.mine.push(entry);
-    else this.mine[at] = entry;
+    if (this.closed) return;
+    this.mine.set(model, { code: errorCode(reason) ?? 'ERR_INTERNAL', message: errorDetail(reason) });
     await this.write();
     if (!this.timer) {
       this.timer = setInterval(() => void this.write(), UNSERVED_REFRESH_MS);
@@ -93,15 +87,19 @@ export class UnservedReporter {
 
   /** `model` is served here now: its report (whoever's) is taken back. */
   async served(model: string): Promise<void> {
-    this.mine = this.mine.filter((m) => m.model !== model);
-    await this.redis.hdel(this.keys.unserved, model).catch((err: unknown) => this.failed(err));
+    this.mine.delete(model);
+    await this.redis.del(this.keys.unserved(model)).catch((err: unknown) => this.failed(err));
   }
 
   private async write(): Promise<void> {
-    if (this.mine.length === 0) return;
+    if (this.closed || this.mine.size === 0) return;
     const at = Date.now();
-    const fields = this.mine.flatMap((m) => [m.model, JSON.stringify({ worker: this.workerId, code: m.code, message: m.message, at })]);
-    await this.redis.hset(this.keys.unserved, ...fields).catch((err: unknown) => this.failed(err));
+    const pipeline = this.redis.pipeline();
+    for (const [model, report] of this.mine) {
+      report.written = JSON.stringify({ worker: this.workerId, code: report.code, message: report.message, at });
+      pipeline.set(this.keys.unserved(model), report.written, 'PX', UNSERVED_TTL_MS);
+    }
+    await pipeline.exec().catch((err: unknown) => this.failed(err));
   }
 
   private failed(err: unknown): void {
@@ -110,15 +108,13 @@ export class UnservedReporter {
 
   /** Stops repeating, and takes back the reports that are still this worker's. */
   async close(): Promise<void> {
+    this.closed = true;
     clearInterval(this.timer);
-    if (this.mine.length === 0) return;
-    try {
-      const models = this.mine.map((m) => m.model);
-      const current = await this.redis.hmget(this.keys.unserved, ...models);
-      const own = models.filter((_, i) => reporterOf(current[i]) === this.workerId);
-      if (own.length > 0) await this.redis.hdel(this.keys.unserved, ...own);
-    } catch (err) {
-      this.failed(err);
-    }
+    const own = [...this.mine].filter(([, r]) => r.written !== undefined);
+    this.mine.clear();
+    if (own.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const [model, r] of own) pipeline.eval(DELETE_IF_SAME, 1, this.keys.unserved(model), r.written!);
+    await pipeline.exec().catch((err: unknown) => this.failed(err));
   }
 }

@@ -97,6 +97,8 @@ class Attempt extends LazyAbortController implements Running {
   firstTokenAt: number | undefined;
   /** Text so far, so a client that starts watching mid-generation can catch up. */
   text = '';
+  /** When the running generation started: the attempt's start, or a fallback model's. */
+  generationAt: number;
   index = 0;
   readonly deadline: number;
 
@@ -108,6 +110,7 @@ class Attempt extends LazyAbortController implements Running {
     readonly timeoutMs: number,
   ) {
     super();
+    this.generationAt = startedAt;
     // Monotonic, like the setTimeout it replaces: a step of the wall clock moves no deadline.
     this.deadline = performance.now() + timeoutMs;
   }
@@ -333,8 +336,8 @@ export class ModelWorker {
   }
 
   /** @internal For {@link Attempt}. */
-  publishStatus(run: Attempt, at = run.startedAt): void {
-    this.o.publisher.publish(run.id, { type: 'status', status: 'active', attempt: run.attempt, worker: this.o.workerId, at });
+  publishStatus(run: Attempt): void {
+    this.o.publisher.publish(run.id, { type: 'status', status: 'active', attempt: run.attempt, worker: this.o.workerId, at: run.generationAt });
   }
 
   private armDeadline(at: number): void {
@@ -438,7 +441,8 @@ export class ModelWorker {
       try {
         const b = await this.o.backendFor(name);
         log.warn({ fallback: name, code }, 'primary model failed: trying a fallback');
-        if (this.o.control.isWatched(run.id)) this.publishStatus(run, Date.now());
+        run.generationAt = Date.now();
+        if (this.o.control.isWatched(run.id)) this.publishStatus(run);
         return { out: await call(b, name), servedBy: name };
       } catch (e) {
         lastError = e;

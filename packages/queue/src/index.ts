@@ -10,3 +10,4 @@ export * from './worker.js';
 export * from './source-kv.js';
 export * from './rate-limit.js';
 export * from './unserved.js';
+export * from './redis-errors.js';

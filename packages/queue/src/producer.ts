@@ -21,6 +21,7 @@ import {
 import type { ModelConfig, ResolvedConfig } from '@llmq/config';
 import { CATCH_UP, DLQ_QUEUE, fromBullId, keys, toBullId, type Keys } from './keys.js';
 import { withTimeout } from './connection.js';
+import { logRedisError } from './redis-errors.js';
 import { parseReport, type UnservedReport } from './unserved.js';
 
 export interface EnqueueOptions {
@@ -171,7 +172,7 @@ export class Producer {
     let q = this.queues.get(model);
     if (!q) {
       q = new Queue(model, { connection: this.connection, prefix: this.config.redis.prefix });
-      q.on('error', (err) => this.logger.warn({ err: err.message, model }, 'queue connection error'));
+      q.on('error', (err) => logRedisError(this.logger, 'queue connection error', err, { model }));
       this.queues.set(model, q);
     }
     return q;
@@ -180,7 +181,7 @@ export class Producer {
   get dlq(): Queue {
     if (!this.dlqQueue) {
       this.dlqQueue = new Queue(DLQ_QUEUE, { connection: this.connection, prefix: this.config.redis.prefix });
-      this.dlqQueue.on('error', (err) => this.logger.warn({ err: err.message }, 'dlq connection error'));
+      this.dlqQueue.on('error', (err) => logRedisError(this.logger, 'dlq connection error', err));
     }
     return this.dlqQueue;
   }

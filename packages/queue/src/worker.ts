@@ -25,6 +25,7 @@ import type { Metrics } from './metrics.js';
 import { RateLimiter, estimateTokens } from './rate-limit.js';
 import type { DlqEntry } from './producer.js';
 import { LazyAbortController } from './lazy-abort.js';
+import { logRedisError } from './redis-errors.js';
 
 export interface SinkBinding {
   sink: Sink;
@@ -202,8 +203,8 @@ export class ModelWorker {
     };
     this.queue = new Queue(o.model.name, { connection: o.connection, prefix: o.config.redis.prefix });
     this.dlq = new Queue(DLQ_QUEUE, { connection: o.connection, prefix: o.config.redis.prefix });
-    this.queue.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
-    this.dlq.on('error', (err) => this.log.warn({ err: err.message }, 'dlq connection error'));
+    this.queue.on('error', (err) => logRedisError(this.log, 'queue connection error', err));
+    this.dlq.on('error', (err) => logRedisError(this.log, 'dlq connection error', err));
     const rl = o.model.rate_limit;
     this.limiter = rl && (rl.rpm || rl.tpm) ? new RateLimiter(o.connection, o.keys.rateLimit(o.model.name), rl) : undefined;
     this.worker = this.createWorker();
@@ -235,7 +236,7 @@ export class ModelWorker {
       this.o.metrics.stalled.inc({ model: model.name });
       this.log.warn({ jobId: fromBullId(jobId) }, 'job stalled (its worker died or lost the lock); it will run again');
     });
-    worker.on('error', (err) => this.log.warn({ err: err.message }, 'worker error'));
+    worker.on('error', (err) => logRedisError(this.log, 'worker error', err));
     return worker;
   }
 

@@ -60,6 +60,29 @@ describe('spine over HTTP with a worker child process', () => {
     expect(final.at - tokens[0]!.at).toBeGreaterThan(150);
   });
 
+  it('shows a long job\'s progress to a client that polls it, and drops it once the job is done', async () => {
+    const res = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'a b c d e f g h', max_tokens: 100 });
+    const id = res.body.id as string;
+    const seen: number[] = [];
+    const deadline = Date.now() + 15_000;
+    while (seen.length < 2 && Date.now() < deadline) {
+      const view = (await stack.http('GET', `/v1/jobs/${id}`)).body;
+      if (view.status !== 'active') expect(view.progress).toBeUndefined();
+      const chars = view.progress?.generated_chars as number | undefined;
+      if (chars !== undefined && chars !== seen.at(-1)) {
+        expect(view.progress.updated_at).toBeGreaterThanOrEqual(view.started_at);
+        seen.push(chars);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    // Stored every ~2 s while it runs (100 tokens at 20/s: ~5 s), and growing.
+    expect(seen.length).toBe(2);
+    expect(seen[1]!).toBeGreaterThan(seen[0]!);
+    const done = await stack.waitFor(id, ['completed'], 15_000);
+    expect(done.progress).toBeUndefined();
+    expect(done.result.text.length).toBeGreaterThan(seen[1]!);
+  }, 40_000);
+
   it('gives a second client that joins mid-answer the text so far, so both rebuild the whole answer', async () => {
     const res = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'one two three four five six seven eight nine ten', max_tokens: 30 });
     const id = res.body.id as string;

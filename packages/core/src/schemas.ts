@@ -185,6 +185,11 @@ export interface JobView {
   started_at: number | null;
   first_token_at: number | null;
   completed_at: number | null;
+  /**
+   * While active: how much text the running attempt has generated, stored every 2 s or so
+   * (absent before its first store, and once the job is no longer active).
+   */
+  progress?: { generated_chars: number; updated_at: number } | undefined;
 }
 
 /** Events streamed from workers to `GET /v1/jobs/:id/events`. */

@@ -123,6 +123,13 @@ function statusOf(state: string, failedReason: string | undefined): JobStatus {
   return 'queued';
 }
 
+/** The running attempt's stored progress (see ModelWorker.reportProgress); an earlier attempt's is not shown. */
+function progressOf(progress: unknown, attempt: number): Pick<JobView, 'progress'> {
+  const p = progress as { attempt?: unknown; generated_chars?: unknown; updated_at?: unknown } | null;
+  if (typeof p !== 'object' || p === null || p.attempt !== attempt || typeof p.generated_chars !== 'number' || typeof p.updated_at !== 'number') return {};
+  return { progress: { generated_chars: p.generated_chars, updated_at: p.updated_at } };
+}
+
 /**
  * Puts jobs into the model queues and reads them back. Used by the gateway and the sources;
  * every method resolves only after Redis answered.
@@ -413,6 +420,7 @@ export class Producer {
       started_at: result?.started_at ?? job.processedOn ?? null,
       first_token_at: result?.first_token_at ?? failure?.first_token_at ?? null,
       completed_at: result?.completed_at ?? (failed ? (job.finishedOn ?? null) : null),
+      ...(status === 'active' ? progressOf(job.progress, attempts) : {}),
     };
   }
 

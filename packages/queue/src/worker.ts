@@ -56,6 +56,9 @@ export interface ModelWorkerOptions {
   backendFor?: (model: string) => Promise<Backend>;
 }
 
+/** How often a running job's progress is stored (see ModelWorker.reportProgress). */
+export const PROGRESS_MS = 2_000;
+
 function asError(reason: unknown): Error {
   if (reason instanceof Error) return reason;
   return new Error(String(reason));
@@ -100,11 +103,14 @@ class Attempt extends LazyAbortController implements Running {
   text = '';
   /** When the running generation started: the attempt's start, or a fallback model's. */
   generationAt: number;
+  /** Length of the text last stored as the job's progress (see ModelWorker.reportProgress). */
+  reportedChars = 0;
   index = 0;
   readonly deadline: number;
 
   constructor(
     private readonly host: ModelWorker,
+    readonly job: Job<JobData, JobResult>,
     readonly id: string,
     readonly attempt: number,
     readonly startedAt: number,
@@ -183,6 +189,7 @@ export class ModelWorker {
   private readonly dlqAdded = new Set<string>();
   private lastProgressAt = Date.now();
   private watchdog: NodeJS.Timeout | undefined;
+  private progressTimer: NodeJS.Timeout | undefined;
   private closing = false;
   private readonly log: Logger;
   private readonly limiter: RateLimiter | undefined;
@@ -212,6 +219,25 @@ export class ModelWorker {
     if (every > 0) {
       this.watchdog = setInterval(() => void this.checkProgress(), Math.max(1000, Math.floor(every / 2)));
       this.watchdog.unref();
+    }
+    this.progressTimer = setInterval(() => this.reportProgress(), PROGRESS_MS);
+    this.progressTimer.unref();
+  }
+
+  /**
+   * Stores how far each running generation has got as its job's progress (`generated_chars`), for
+   * `GET /v1/jobs/:id` and Bull Board: a client that polls a long job sees it move. At most one
+   * write per running job every PROGRESS_MS, and none for a job whose text did not grow: nothing
+   * per token, and nothing for jobs that end sooner.
+   */
+  private reportProgress(): void {
+    if (this.inflight.size === 0) return;
+    const at = Date.now();
+    for (const run of this.inflight) {
+      const chars = run.text.length;
+      if (chars === run.reportedChars || run.aborted) continue;
+      run.reportedChars = chars;
+      run.job.updateProgress({ attempt: run.attempt, generated_chars: chars, updated_at: at }).catch((err: unknown) => this.log.debug({ err, jobId: run.id }, 'could not store job progress'));
     }
   }
 
@@ -255,7 +281,7 @@ export class ModelWorker {
     const data = job.data;
     const startedAt = Date.now();
     const timeoutMs = data.request.timeout_ms ?? model.timeout_ms;
-    const run = new Attempt(this, id, job.attemptsMade + 1, startedAt, timeoutMs);
+    const run = new Attempt(this, job, id, job.attemptsMade + 1, startedAt, timeoutMs);
     this.lastProgressAt = startedAt;
     this.inflight.add(run);
     this.armDeadline(run.deadline);
@@ -586,6 +612,7 @@ export class ModelWorker {
     if (this.closing) return;
     this.closing = true;
     if (this.watchdog) clearInterval(this.watchdog);
+    clearInterval(this.progressTimer);
     const closed = this.worker.close().finally(() => {
       this.deadlinesOff = true;
       this.disarmDeadline();

@@ -71,6 +71,9 @@ describe('spine over HTTP with a worker child process', () => {
       const chars = view.progress?.generated_chars as number | undefined;
       if (chars !== undefined && chars !== seen.at(-1)) {
         expect(view.progress.updated_at).toBeGreaterThanOrEqual(view.started_at);
+        // Stored with it: when the first token came, before the job ends.
+        expect(view.first_token_at).toBeGreaterThanOrEqual(view.started_at);
+        expect(view.first_token_at).toBeLessThanOrEqual(view.progress.updated_at);
         seen.push(chars);
       }
       await new Promise((r) => setTimeout(r, 200));

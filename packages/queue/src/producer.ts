@@ -124,10 +124,13 @@ function statusOf(state: string, failedReason: string | undefined): JobStatus {
 }
 
 /** The running attempt's stored progress (see ModelWorker.reportProgress); an earlier attempt's is not shown. */
-function progressOf(progress: unknown, attempt: number): Pick<JobView, 'progress'> {
-  const p = progress as { attempt?: unknown; generated_chars?: unknown; updated_at?: unknown } | null;
+function progressOf(progress: unknown, attempt: number): Partial<Pick<JobView, 'progress' | 'first_token_at'>> {
+  const p = progress as { attempt?: unknown; generated_chars?: unknown; updated_at?: unknown; first_token_at?: unknown } | null;
   if (typeof p !== 'object' || p === null || p.attempt !== attempt || typeof p.generated_chars !== 'number' || typeof p.updated_at !== 'number') return {};
-  return { progress: { generated_chars: p.generated_chars, updated_at: p.updated_at } };
+  return {
+    progress: { generated_chars: p.generated_chars, updated_at: p.updated_at },
+    ...(typeof p.first_token_at === 'number' ? { first_token_at: p.first_token_at } : {}),
+  };
 }
 
 /**

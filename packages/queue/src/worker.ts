@@ -225,8 +225,9 @@ export class ModelWorker {
   }
 
   /**
-   * Stores how far each running generation has got as its job's progress (`generated_chars`), for
-   * `GET /v1/jobs/:id` and Bull Board: a client that polls a long job sees it move. At most one
+   * Stores how far each running generation has got as its job's progress (`generated_chars`, and
+   * when its first token came), for `GET /v1/jobs/:id` and Bull Board: a client that polls a long
+   * job sees it move. At most one
    * write per running job every PROGRESS_MS, and none for a job whose text did not grow: nothing
    * per token, and nothing for jobs that end sooner.
    */
@@ -237,7 +238,7 @@ export class ModelWorker {
       const chars = run.text.length;
       if (chars === run.reportedChars || run.aborted) continue;
       run.reportedChars = chars;
-      run.job.updateProgress({ attempt: run.attempt, generated_chars: chars, updated_at: at }).catch((err: unknown) => this.log.debug({ err, jobId: run.id }, 'could not store job progress'));
+      run.job.updateProgress({ attempt: run.attempt, generated_chars: chars, updated_at: at, first_token_at: run.firstTokenAt }).catch((err: unknown) => this.log.debug({ err, jobId: run.id }, 'could not store job progress'));
     }
   }
 

@@ -61,7 +61,7 @@ describe('spine over HTTP with a worker child process', () => {
   });
 
   it('shows a long job\'s progress to a client that polls it, and drops it once the job is done', async () => {
-    const res = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'a b c d e f g h', max_tokens: 100 });
+    const res = await stack.http('POST', '/v1/jobs', { model: 'echo-slow', prompt: 'a b c d e f g h', max_tokens: 160 });
     const id = res.body.id as string;
     const seen: number[] = [];
     const deadline = Date.now() + 15_000;
@@ -78,7 +78,7 @@ describe('spine over HTTP with a worker child process', () => {
       }
       await new Promise((r) => setTimeout(r, 200));
     }
-    // Stored every ~2 s while it runs (100 tokens at 20/s: ~5 s), and growing.
+    // Stored every ~2 s once it has run 2 s (160 tokens at 20/s: ~8 s), and growing.
     expect(seen.length).toBe(2);
     expect(seen[1]!).toBeGreaterThan(seen[0]!);
     const done = await stack.waitFor(id, ['completed'], 15_000);

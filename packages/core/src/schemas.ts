@@ -186,8 +186,9 @@ export interface JobView {
   first_token_at: number | null;
   completed_at: number | null;
   /**
-   * While active: how much text the running attempt has generated, stored every 2 s or so
-   * (absent before its first store, and once the job is no longer active).
+   * While active: how much text the running attempt has generated (UTF-16 code units, as
+   * JavaScript counts; it starts again from 0 when a fallback model starts over), stored every
+   * 2 s or so once the job has run 2 s (absent before that, and once the job is no longer active).
    */
   progress?: { generated_chars: number; updated_at: number } | undefined;
 }

@@ -123,10 +123,10 @@ function statusOf(state: string, failedReason: string | undefined): JobStatus {
   return 'queued';
 }
 
-/** The running attempt's stored progress (see ModelWorker.reportProgress); an earlier attempt's is not shown. */
-function progressOf(progress: unknown, attempt: number): Partial<Pick<JobView, 'progress' | 'first_token_at'>> {
-  const p = progress as { attempt?: unknown; generated_chars?: unknown; updated_at?: unknown; first_token_at?: unknown } | null;
-  if (typeof p !== 'object' || p === null || p.attempt !== attempt || typeof p.generated_chars !== 'number' || typeof p.updated_at !== 'number') return {};
+/** The running run's stored progress (see ModelWorker.reportProgress); an earlier run's (a retry, a stalled or handed-back job) is not shown. */
+function progressOf(progress: unknown, run: number): Partial<Pick<JobView, 'progress' | 'first_token_at'>> {
+  const p = progress as { run?: unknown; generated_chars?: unknown; updated_at?: unknown; first_token_at?: unknown } | null;
+  if (typeof p !== 'object' || p === null || p.run !== run || typeof p.generated_chars !== 'number' || typeof p.updated_at !== 'number') return {};
   return {
     progress: { generated_chars: p.generated_chars, updated_at: p.updated_at },
     ...(typeof p.first_token_at === 'number' ? { first_token_at: p.first_token_at } : {}),
@@ -423,7 +423,7 @@ export class Producer {
       started_at: result?.started_at ?? job.processedOn ?? null,
       first_token_at: result?.first_token_at ?? failure?.first_token_at ?? null,
       completed_at: result?.completed_at ?? (failed ? (job.finishedOn ?? null) : null),
-      ...(status === 'active' ? progressOf(job.progress, attempts) : {}),
+      ...(status === 'active' ? progressOf(job.progress, job.attemptsStarted) : {}),
     };
   }
 

@@ -28,7 +28,7 @@ export function logRedisError(log: Logger, msg: string, err: Error, fields: Reco
   setTimeout(() => {
     windows.delete(key);
     if (window.repeated > 0) {
-      log.warn({ err: key, repeated: window.repeated, sources: [...window.sources] }, `the same Redis error ${window.repeated} more times in ${REDIS_ERROR_WINDOW_MS / 1000} s`);
+      log.warn({ err: key, repeated: window.repeated, sources: [...window.sources] }, `the same error ${window.repeated} more times in ${REDIS_ERROR_WINDOW_MS / 1000} s`);
     }
   }, REDIS_ERROR_WINDOW_MS).unref();
 }

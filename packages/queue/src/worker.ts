@@ -236,9 +236,13 @@ export class ModelWorker {
     const at = Date.now();
     for (const run of this.inflight) {
       const chars = run.text.length;
-      if (chars === run.reportedChars || run.aborted) continue;
+      // Not before a job has run PROGRESS_MS: one that ends sooner is never written.
+      if (chars === run.reportedChars || run.aborted || at - run.startedAt < PROGRESS_MS) continue;
       run.reportedChars = chars;
-      run.job.updateProgress({ attempt: run.attempt, generated_chars: chars, updated_at: at, first_token_at: run.firstTokenAt }).catch((err: unknown) => this.log.debug({ err, jobId: run.id }, 'could not store job progress'));
+      // `run`: BullMQ's count of starts, which also moves when a stalled or handed-back job runs
+      // again without spending an attempt, so no other run's progress passes for this one's.
+      run.job
+        .updateProgress({ run: run.job.attemptsStarted, generated_chars: chars, updated_at: at, first_token_at: run.firstTokenAt }).catch((err: unknown) => this.log.debug({ err, jobId: run.id }, 'could not store job progress'));
     }
   }
 
@@ -613,10 +617,11 @@ export class ModelWorker {
     if (this.closing) return;
     this.closing = true;
     if (this.watchdog) clearInterval(this.watchdog);
-    clearInterval(this.progressTimer);
     const closed = this.worker.close().finally(() => {
       this.deadlinesOff = true;
       this.disarmDeadline();
+      // Only now: jobs still generating through the grace period keep showing their progress.
+      clearInterval(this.progressTimer);
     });
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<'expired'>((resolve) => {

@@ -1,5 +1,5 @@
 import type { JobRequest, Logger, Source, SourceContext } from '@llmq/core';
-import { Producer, createRedis, createSourceKv, getMetrics, keys as makeKeys, checkRedisPolicy, logRedisError } from '@llmq/queue';
+import { Producer, createRedis, createSourceKv, getMetrics, keys as makeKeys, checkRedisPolicy, watchRedisConnection } from '@llmq/queue';
 import { adapterContext, validateForModel, type Platform } from '@llmq/platform';
 import type { Registry } from 'prom-client';
 
@@ -20,7 +20,7 @@ export async function startConnector(options: { platform: Platform; logger: Logg
   const log = options.logger.child({ component: 'connector' });
   const keys = makeKeys(config.redis.prefix);
   const connection = createRedis(config.redis.url, 'worker');
-  connection.on('error', (err) => logRedisError(log, 'redis connection error', err));
+  watchRedisConnection(connection, log, 'connection');
   const warning = await checkRedisPolicy(connection);
   if (warning) log.warn(warning);
   const producer = new Producer(config, connection, log, { callTimeoutMs: 0 });

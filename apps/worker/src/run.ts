@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { errorCode, type Backend, type LlmqError, type Logger } from '@llmq/core';
 import { servedModels } from '@llmq/config';
-import { ControlListener, EventPublisher, ModelWorker, UnservedReporter, checkRedisPolicy, createRedis, logRedisError, getMetrics, keys as makeKeys, type SinkBinding } from '@llmq/queue';
+import { ControlListener, EventPublisher, ModelWorker, UnservedReporter, checkRedisPolicy, createRedis, watchRedisConnection, getMetrics, keys as makeKeys, type SinkBinding } from '@llmq/queue';
 import { adapterContext, createBackend, createSinks, type Platform } from '@llmq/platform';
 import type { Registry } from 'prom-client';
 
@@ -58,8 +58,8 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
   const keys = makeKeys(config.redis.prefix);
   const connection = createRedis(config.redis.url, 'worker');
   const subscriber = createRedis(config.redis.url, 'subscriber');
-  connection.on('error', (err) => logRedisError(log, 'redis connection error', err));
-  subscriber.on('error', (err) => logRedisError(log, 'redis subscriber error', err));
+  watchRedisConnection(connection, log, 'connection');
+  watchRedisConnection(subscriber, log, 'subscriber');
   const warning = await checkRedisPolicy(connection);
   if (warning) log.warn(warning);
   const metrics = getMetrics(options.registry);

@@ -1,14 +1,16 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Logger } from '@llmq/core';
-import { REDIS_ERROR_WINDOW_MS, logRedisError } from './redis-errors.js';
+import { EventEmitter } from 'node:events';
+import type { Redis } from 'ioredis';
+import { REDIS_ERROR_WINDOW_MS, logRedisError, watchRedisConnection } from './redis-errors.js';
 
 function recordingLogger(): Logger & { lines: { obj: object | string; msg?: string | undefined }[] } {
   const lines: { obj: object | string; msg?: string | undefined }[] = [];
   const log = {
     lines,
     debug: () => undefined,
-    info: () => undefined,
     warn: (obj: object | string, msg?: string) => void lines.push({ obj, msg }),
+    info: (obj: object | string, msg?: string) => void lines.push({ obj, msg }),
     error: () => undefined,
     child: () => log,
   };
@@ -39,5 +41,22 @@ describe('logRedisError', () => {
     vi.advanceTimersByTime(REDIS_ERROR_WINDOW_MS);
     // Nothing repeated: no count line.
     expect(log.lines).toHaveLength(4);
+  });
+
+  it('says when a connection that failed is back, once per outage, so two outages do not read as one', () => {
+    const log = recordingLogger();
+    const redis = new EventEmitter();
+    watchRedisConnection(redis as unknown as Redis, log, 'connection');
+    redis.emit('ready');
+    expect(log.lines).toEqual([]);
+    const outage = () => {
+      redis.emit('error', new Error('connect ECONNREFUSED 127.0.0.1:1'));
+      redis.emit('error', new Error('connect ECONNREFUSED 127.0.0.1:1'));
+      redis.emit('ready');
+    };
+    outage();
+    outage();
+    expect(log.lines.map((l) => l.msg)).toEqual(['redis connection error', 'redis connection is back', 'redis connection is back']);
+    vi.advanceTimersByTime(REDIS_ERROR_WINDOW_MS);
   });
 });

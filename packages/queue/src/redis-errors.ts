@@ -1,3 +1,4 @@
+import type { Redis } from 'ioredis';
 import type { Logger } from '@llmq/core';
 
 /** How long the same Redis error is counted rather than logged again. */
@@ -31,4 +32,21 @@ export function logRedisError(log: Logger, msg: string, err: Error, fields: Reco
       log.warn({ err: key, repeated: window.repeated, sources: [...window.sources] }, `the same error ${window.repeated} more times in ${REDIS_ERROR_WINDOW_MS / 1000} s`);
     }
   }, REDIS_ERROR_WINDOW_MS).unref();
+}
+
+/**
+ * Logs a connection's errors through {@link logRedisError}, and its return once it is ready again
+ * after one: a line per outage end, so two outages close together do not read as one.
+ */
+export function watchRedisConnection(redis: Redis, log: Logger, name: string): void {
+  let failing = false;
+  redis.on('error', (err: Error) => {
+    failing = true;
+    logRedisError(log, `redis ${name} error`, err);
+  });
+  redis.on('ready', () => {
+    if (!failing) return;
+    failing = false;
+    log.info({ connection: name }, `redis ${name} is back`);
+  });
 }

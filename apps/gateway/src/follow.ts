@@ -61,7 +61,8 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
         const report = await o.producer.notServed(o.request.model);
         if (report && !finished) {
           finished = true;
-          o.producer.cancel(id).catch((err: unknown) => o.logger.debug({ err, jobId: id }, 'cancel of a job no worker serves failed'));
+          // Before answering, so that "The job was cancelled" is true when the client reads it.
+          await o.producer.cancel(id).catch((err: unknown) => o.logger.debug({ err, jobId: id }, 'cancel of a job no worker serves failed'));
           settle.reject(notServedError(o.request.model, report, ' The job was cancelled.'));
         }
       }

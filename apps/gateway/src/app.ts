@@ -4,7 +4,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import { LlmqError, parseJobRequest, toErrorBody, type JobRequest, type Logger } from '@llmq/core';
-import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError, waitsForWorker, watchRedisConnection } from '@llmq/queue';
+import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError, watchRedisConnection } from '@llmq/queue';
 import { validateForModel, type Platform } from '@llmq/platform';
 import { apiKeyAuth } from './auth.js';
 import { streamJobEvents } from './sse.js';
@@ -99,7 +99,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const type = req.headers['content-type'];
     const refused = type ? !req.is(JSON_TYPES) : Number(req.headers['content-length'] ?? 0) > 0;
     if (refused && req.method !== 'GET' && req.method !== 'HEAD') {
-      next(new LlmqError('ERR_REQUEST_INVALID', `send the body as JSON with content-type: application/json (got ${req.headers['content-type'] ? `"${req.headers['content-type']}"` : 'no content-type'})`, { param: 'content-type' }));
+      next(new LlmqError('ERR_REQUEST_INVALID', `send the body as JSON with content-type: application/json (got ${type ? `"${type}"` : 'no content-type'})`, { param: 'content-type' }));
       return;
     }
     next();
@@ -146,11 +146,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       }
       const result = await producer.enqueue(request, { idempotencyKey: header ?? request.idempotency_key, keyId: req.keyId, source: { type: 'http' } });
       if (result.created) metrics.enqueued.inc({ model: request.model, source: 'http' });
-      const notServed = producer.notServedHint(request.model);
+      const warning = producer.waitWarning(request.model);
       res
         .status(result.created ? 202 : 200)
         .location(`/v1/jobs/${result.id}`)
-        .json({ id: result.id, object: 'job', status: 'queued', model: request.model, created: result.created, ...(notServed ? { warning: waitsForWorker(request.model, notServed) } : {}) });
+        .json({ id: result.id, object: 'job', status: 'queued', model: request.model, created: result.created, ...(warning ? { warning } : {}) });
     }),
   );
 
@@ -200,8 +200,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       const id = param(req, 'id');
       const view = await producer.getJob(id);
       if (!view) throw new LlmqError('ERR_JOB_NOT_FOUND', `job "${id}" not found`, { param: 'id' });
-      const notServed = view.status === 'queued' ? producer.notServedHint(view.model) : undefined;
-      res.json(notServed ? { ...view, warning: waitsForWorker(view.model, notServed) } : view);
+      const warning = view.status === 'queued' ? producer.waitWarning(view.model) : undefined;
+      res.json(warning ? { ...view, warning } : view);
     }),
   );
 

@@ -1,6 +1,6 @@
 import { LlmqError, fromJobError, type ErrorCode, type JobRequest, type JobResult, type Logger } from '@llmq/core';
 import { newJobId, notServedMessage, type EventHub, type Metrics, type Producer, type UnservedReport } from '@llmq/queue';
-import { unsentText } from './sse.js';
+import { RunTracker, unsentText } from './sse.js';
 
 /** What a front door answers with (the job view's result). */
 export type FollowResult = Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'>;
@@ -44,8 +44,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
   // Text handed to onToken in the current attempt (the worker re-sends the text so far at
   // offset 0 when it learns of a watch late: deduplicated by offset, as the SSE endpoint does).
   let sentChars = 0;
-  let attempt = 0;
-  let runStartedAt: number | undefined;
+  const runs = new RunTracker(0);
   /** Set once the wait is ended here, so later events and polls leave its error alone. */
   let finished = false;
   // Reads the stored outcome (a final event may have gone out before we watched).
@@ -93,14 +92,12 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
     if (finished) return;
     if (e.type === 'status' && (e.status === 'completed' || e.status === 'failed' || e.status === 'cancelled')) void settleFromStore();
     else if (e.type === 'status' && e.status === 'active') {
-      // A new attempt, or a generation starting over within one (a later start time): a fallback
-      // model, or another worker taking over a job handed back at shutdown.
-      const restarted = (e.attempt !== undefined && e.attempt > attempt) || (e.attempt === attempt && runStartedAt !== undefined && e.at !== runStartedAt);
-      if (e.attempt !== undefined && e.attempt >= attempt) {
-        if (restarted && sentChars > 0) return abandon(attempt, 'ERR_BACKEND_FAILED', e.attempt === attempt ? 'started over (on a fallback model or another worker)' : 'was superseded by a new attempt');
-        if (restarted) sentChars = 0;
-        attempt = e.attempt;
-        runStartedAt = e.at;
+      // A new attempt, or a generation starting over within one (see RunTracker).
+      const before = runs.attempt;
+      const run = runs.active(e);
+      if (run === 'retry' || run === 'restart') {
+        if (sentChars > 0) return abandon(before, 'ERR_BACKEND_FAILED', run === 'restart' ? 'started over (on a fallback model or another worker)' : 'was superseded by a new attempt');
+        sentChars = 0;
       }
     } else if (e.type === 'token') {
       if (!o.onToken) return;
@@ -113,11 +110,11 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
     else if (e.type === 'failed' && !e.will_retry) settle.reject(fromJobError(e.error));
     else if (e.type === 'failed') {
       // A late event of an attempt already superseded is no news: its retry is running.
-      if (e.attempt < attempt) return;
+      if (e.attempt < runs.attempt) return;
       if (sentChars > 0) return abandon(e.attempt, fromJobError(e.error).code, `failed with ${e.error.code} (${e.error.message})`);
       // Nothing reached the client: the retry runs unseen, from the start.
       sentChars = 0;
-      runStartedAt = undefined;
+      runs.queued();
       // The retry may run in another worker process: tell them all.
       o.producer.watch(id).catch(() => undefined);
     }

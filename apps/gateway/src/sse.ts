@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import { LlmqError, type JobEvent, type JobView } from '@llmq/core';
-import { waitsForWorker, type EventHub, type Producer } from '@llmq/queue';
+import type { EventHub, Producer } from '@llmq/queue';
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 
@@ -15,6 +15,40 @@ function send(res: Response, event: string, data: unknown): void {
 export function unsentText(e: { text: string; offset: number }, sent: number): string | undefined {
   if (e.offset + e.text.length <= sent) return undefined;
   return e.offset < sent ? e.text.slice(sent - e.offset) : e.text;
+}
+
+/**
+ * Follows the `active` events of a job's runs, for a client that streams its text: says which
+ * are news. `retry`: a new attempt; `restart`: the same attempt started over (a fallback model, or
+ * another worker taking over a job handed back at shutdown; a later start time); `stale`: an
+ * attempt already superseded; `same`: the run already known (or its first report). Either of the
+ * first two regenerates the text from offset 0.
+ */
+export class RunTracker {
+  private startedAt: number | undefined;
+
+  constructor(public attempt: number) {}
+
+  active(e: { attempt?: number | undefined; at?: number | undefined }): 'retry' | 'restart' | 'stale' | 'same' {
+    if (e.attempt === undefined) return 'same';
+    if (e.attempt < this.attempt) return 'stale';
+    if (e.attempt > this.attempt) {
+      this.attempt = e.attempt;
+      this.startedAt = e.at;
+      return 'retry';
+    }
+    if (this.startedAt !== undefined && e.at !== undefined && e.at !== this.startedAt) {
+      this.startedAt = e.at;
+      return 'restart';
+    }
+    this.startedAt ??= e.at;
+    return 'same';
+  }
+
+  /** A retry is queued: the run that comes next is not known yet. */
+  queued(): void {
+    this.startedAt = undefined;
+  }
 }
 
 /**
@@ -59,16 +93,14 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     'x-accel-buffering': 'no',
   });
   res.flushHeaders();
-  const notServed = view.status === 'queued' ? producer.notServedHint(view.model) : undefined;
-  sendStatus(res, { id, status: view.status, attempts: view.attempts, ...(notServed ? { warning: waitsForWorker(view.model, notServed) } : {}) });
+  const warning = view.status === 'queued' ? producer.waitWarning(view.model) : undefined;
+  sendStatus(res, { id, status: view.status, attempts: view.attempts, ...(warning ? { warning } : {}) });
   // A worker that learns of the watch mid-generation sends the text so far at offset 0;
   // live tokens are deduplicated by offset below.
   let sentChars = 0;
-  let attempt = view.status === 'active' ? view.attempts : view.attempts + 1;
+  const runs = new RunTracker(view.status === 'active' ? view.attempts : view.attempts + 1);
   /** The status last sent, so the worker's own `active` for a run already reported is not sent twice. */
   let lastStatus = view.status;
-  /** When the running generation started, as the worker's `active` events say (`at`). */
-  let runStartedAt: number | undefined;
   /** The text so far was asked for and has not come yet. */
   let catchingUp = false;
   let ended = false;
@@ -132,28 +164,20 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
           break;
         }
         if (e.status === 'active' && e.attempt !== undefined) {
-          if (e.attempt < attempt) break; // a late event of an attempt already superseded
-          if (e.attempt > attempt) {
-            // A retry regenerates from the start.
-            attempt = e.attempt;
+          const run = runs.active(e);
+          if (run === 'stale') break;
+          if (run === 'same' && lastStatus === 'active') break; // the run this stream already reported
+          if (run !== 'same') {
+            // Its tokens start again at offset 0. A restart within the attempt also tells the
+            // client to drop the text it has (`restarted`); a retry's status says so by its number.
             sentChars = 0;
             catchingUp = false;
-          } else if (runStartedAt !== undefined && e.at !== undefined && e.at !== runStartedAt) {
-            // The same attempt started over (a fallback model, or another worker taking over a job
-            // handed back at shutdown): its tokens start again at offset 0, and the client must
-            // drop the text it has, which `restarted` tells it.
-            runStartedAt = e.at;
-            sentChars = 0;
-            catchingUp = false;
+          }
+          if (run === 'restart') {
             lastStatus = 'active';
             sendStatus(res, { id, status: 'active', attempts: e.attempt, restarted: true });
             break;
-          } else if (lastStatus === 'active') {
-            // The worker confirming the run this stream already reported (or a repeat): no news.
-            runStartedAt ??= e.at;
-            break;
           }
-          runStartedAt = e.at;
         }
         lastStatus = e.status;
         sendStatus(res, { id, status: e.status, attempts: e.attempt });
@@ -169,7 +193,7 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
       case 'failed':
         if (e.will_retry) {
           lastStatus = 'queued';
-          runStartedAt = undefined;
+          runs.queued();
           sendStatus(res, { id, status: 'queued', attempts: e.attempt, error: e.error, will_retry: true });
           // The retry may run in another worker process: tell them all.
           producer.watch(id).catch(() => undefined);

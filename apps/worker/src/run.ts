@@ -49,6 +49,11 @@ export function giveUpRetry(entry: { loadFailures: number; file: string }, code:
   return ++entry.loadFailures >= LOAD_TRIES;
 }
 
+function remove<T>(list: T[], item: T): void {
+  const at = list.indexOf(item);
+  if (at !== -1) list.splice(at, 1);
+}
+
 /** Starts BullMQ workers for the served models, sharing one Redis connection set per process. */
 export async function startWorker(options: StartWorkerOptions): Promise<WorkerHandle> {
   const { platform, logger } = options;
@@ -91,6 +96,8 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
     workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, control, metrics, logger: log, keys, workerId, sinks, backendFor, backendType: model.definition.type }));
     log.info({ model: name, backend: model.definition.type, concurrency: model.config.concurrency }, 'serving model');
   };
+  const notServed = (model: string, code: string | undefined, reason: string, outlook: string) =>
+    log.error({ model, code }, `model "${model}" is not served: ${reason}${outlook}`);
   for (const name of options.models ?? servedModels(config)) {
     let backend: Backend;
     try {
@@ -99,7 +106,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
       const code = errorCode(err);
       if (code && SKIPPABLE.has(code)) {
         const reason = (err as Error).message;
-        log.error({ model: name, code }, `model "${name}" is not served: ${reason}${RETRIED.has(code) ? ` (trying again every ${RETRY_MS / 1000} s)` : ''}`);
+        notServed(name, code, reason, RETRIED.has(code) ? ` (trying again every ${RETRY_MS / 1000} s)` : '');
         skipped.push({ model: name, reason });
         continue;
       }
@@ -115,49 +122,42 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
   // still filling) or not whole yet (a copy in progress) is tried again, so the model is served
   // once it can be loaded, without a restart. Other reasons (a missing dependency, a bad option)
   // need one.
-  const retrying = skipped.filter((s) => RETRIED.has(errorCode(s.reason) ?? '')).map((s) => ({ ...s, loadFailures: 0, file: '' }));
+  // Each holds its entry of `skipped`, whose reason it keeps current and which it leaves once served.
+  const retrying = skipped.filter((s) => RETRIED.has(errorCode(s.reason) ?? '')).map((skip) => ({ skip, loadFailures: 0, file: '' }));
   let retryTimer: NodeJS.Timeout | undefined;
   let retryRun: Promise<void> | undefined;
   let stopping = false;
   // Cut short at close(): a load the retry started must not hold up the shutdown.
   const retryAbort = new AbortController();
   const retryCtx = adapterContext(platform, log, AbortSignal.any([shutdown.signal, retryAbort.signal]), options.env);
-  const drop = (entry: (typeof retrying)[number]) => {
-    const at = retrying.indexOf(entry);
-    if (at !== -1) retrying.splice(at, 1);
-  };
   const retry = async () => {
     for (const entry of [...retrying]) {
       if (stopping) return;
+      const { skip } = entry;
       let backend: Backend;
       try {
-        backend = await createBackend(platform, entry.model, retryCtx);
+        backend = await createBackend(platform, skip.model, retryCtx);
       } catch (err) {
         if (stopping) return;
         const code = errorCode(err);
         const reason = err instanceof Error ? err.message : String(err);
         const giveUp = giveUpRetry(entry, code, (err as LlmqError).details);
-        if (reason !== entry.reason || giveUp) {
-          log.error({ model: entry.model, code }, `model "${entry.model}" is not served: ${reason}${giveUp ? ' (no more tries: restart the worker once it is fixed)' : ''}`);
+        if (reason !== skip.reason || giveUp) notServed(skip.model, code, reason, giveUp ? ' (no more tries: restart the worker once it is fixed)' : '');
+        if (reason !== skip.reason) {
+          skip.reason = reason;
+          await reporter.set(skip.model, reason);
         }
-        if (reason !== entry.reason) {
-          entry.reason = reason;
-          const listed = skipped.find((x) => x.model === entry.model);
-          if (listed) listed.reason = reason;
-          await reporter.set(entry.model, reason);
-        }
-        if (giveUp) drop(entry);
+        if (giveUp) remove(retrying, entry);
         continue;
       }
       if (stopping) {
         await backend.close();
         return;
       }
-      drop(entry);
-      const listed = skipped.findIndex((x) => x.model === entry.model);
-      if (listed !== -1) skipped.splice(listed, 1);
-      serve(entry.model, backend);
-      await reporter.served(entry.model);
+      remove(retrying, entry);
+      remove(skipped, skip);
+      serve(skip.model, backend);
+      await reporter.served(skip.model);
     }
   };
   const scheduleRetry = () => {

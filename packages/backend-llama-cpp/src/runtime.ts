@@ -93,14 +93,14 @@ function acquireLlama(options: RuntimeOptions, logger: Logger): LlamaEntry {
  * What llama.cpp logged about a failed load (its "error loading model: …" line), and what to do
  * about a file that is cut short; '' when it logged nothing.
  */
-export function loadFailureReason(logged: readonly string[], modelUri?: string, modelPath?: string): string {
+export function loadFailureReason(logged: readonly string[], modelPath: string, modelUri?: string): string {
   const line = logged.find((l) => /error loading model/i.test(l)) ?? logged[0];
   if (line === undefined) return '';
   const reason = line.replace(/^.*?error loading model(?: architecture)?:\s*/i, '');
   const incomplete = /corrupted or incomplete|not within the file bounds|unexpected(ly)? end of file/i.test(reason);
   // "Delete it": `model pull` keeps a file already there unless it can tell the file is cut short
   // (it cannot for a split GGUF).
-  const fix = incomplete ? `; delete it and fetch it again${modelUri === undefined ? '' : ` with \`${modelPath === undefined ? `llmq model pull ${modelUri}` : pullCommand(modelUri, modelPath)}\``}` : '';
+  const fix = incomplete ? `; delete it and fetch it again${modelUri === undefined ? '' : ` with \`${pullCommand(modelUri, modelPath)}\``}` : '';
   return ` (llama.cpp: ${reason}${fix})`;
 }
 
@@ -132,7 +132,7 @@ export async function acquireModel(options: RuntimeOptions, logger: Logger): Pro
         // times: give those of this load up to 50 ms to arrive (a failing load only).
         for (let waited = 0; waited < 50 && logged.length === 0; waited += 5) await new Promise((resolve) => setTimeout(resolve, 5));
         await new Promise((resolve) => setImmediate(resolve));
-        throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}${loadFailureReason(logged, options.modelUri, options.modelPath)}`, {
+        throw new LlmqError('ERR_MODEL_LOAD', `could not load model ${options.modelPath}: ${(err as Error).message}${loadFailureReason(logged, options.modelPath, options.modelUri)}`, {
           cause: err,
           ...(file === undefined ? {} : { details: fileDetails(file) }),
         });

@@ -52,6 +52,8 @@ function messagesOf(input: TemplateInput): Message[] {
   return [{ role: 'user', content: input.prompt ?? '' }];
 }
 
+const isFileSync = (path: string) => statSync(path, { throwIfNoEntry: false })?.isFile() === true;
+
 /** A chat a `.template` can render (system messages and one user message), as its two fields; else undefined. */
 function singleTurn(messages: NonNullable<TemplateInput['messages']>): { prompt: string; system: string } | undefined {
   const rest = messages.filter((m) => m.role !== 'system');
@@ -68,7 +70,7 @@ const singleTurnMessage = (name: string) => `template "${name}" is single-turn (
  */
 export function singleTurnProblem(dir: string, name: string | undefined, messages: TemplateInput['messages']): { param: string; message: string } | undefined {
   if (name === undefined || messages === undefined || !TEMPLATE_NAME.test(name) || singleTurn(messages) !== undefined) return undefined;
-  if (statSync(join(dir, `${name}.template`), { throwIfNoEntry: false })?.isFile() !== true) return undefined;
+  if (!isFileSync(join(dir, `${name}.template`))) return undefined;
   return { param: 'messages', message: singleTurnMessage(name) };
 }
 
@@ -177,7 +179,6 @@ const TEMPLATE_FILE = /^(.+)\.(template|jinja)$/;
  * `<name>.template` or `<name>.jinja`, else the names of the templates it does hold.
  */
 export function findTemplate(dir: string, name: string): string[] | undefined {
-  const isFileSync = (path: string) => statSync(path, { throwIfNoEntry: false })?.isFile() === true;
   if (TEMPLATE_NAME.test(name) && (isFileSync(join(dir, `${name}.template`)) || isFileSync(join(dir, `${name}.jinja`)))) return undefined;
   let files: string[];
   try {

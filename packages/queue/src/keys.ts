@@ -20,15 +20,15 @@ export function keys(prefix: string) {
 export type Keys = ReturnType<typeof keys>;
 
 /**
- * BullMQ refuses custom ids with ":" (unless exactly three parts) or that are integers.
- * llmq ids (e.g. `pulsar:persistent://t/n/topic:1:2:-1`) are mapped reversibly.
- */
-/**
  * Starts a message on the watch channel that asks for the text so far again, even from a worker
  * that already streams the job (a second client joined mid-answer). No job id starts with NUL.
  */
 export const CATCH_UP = '\u0000catch-up\u0000';
 
+/**
+ * BullMQ refuses custom ids with ":" (unless exactly three parts) or that are integers.
+ * llmq ids (e.g. `pulsar:persistent://t/n/topic:1:2:-1`) are mapped reversibly.
+ */
 export function toBullId(id: string): string {
   if (!id.includes(':') && !id.includes('%') && !/^\d+$/.test(id)) return id;
   const encoded = id.replace(/%/g, '%25').replace(/:/g, '%3A');

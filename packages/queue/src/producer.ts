@@ -22,7 +22,7 @@ import type { ModelConfig, ResolvedConfig } from '@llmq/config';
 import { CATCH_UP, DLQ_QUEUE, fromBullId, keys, toBullId, type Keys } from './keys.js';
 import { withTimeout } from './connection.js';
 import { logRedisError } from './redis-errors.js';
-import { parseReport, type UnservedReport } from './unserved.js';
+import { parseReport, waitsForWorker, type UnservedReport } from './unserved.js';
 
 export interface EnqueueOptions {
   idempotencyKey?: string | undefined;
@@ -476,10 +476,8 @@ export class Producer {
   /**
    * Tells the workers a client follows this job, so they publish its status and tokens
    * (unwatched jobs publish nothing). Re-announce while waiting: workers remember it for a minute.
-   */
-  /**
-   * Tells the worker running `id` that a client follows it (so it publishes status and tokens).
-   * `catchUp`: also when it already does, send the text so far again (a client joined mid-answer).
+   * `catchUp`: a worker that already publishes them sends the text so far again (a client joined
+   * mid-answer).
    */
   watch(id: string, catchUp = false): Promise<void> {
     return this.bounded(this.watchNow(id, catchUp));
@@ -587,8 +585,15 @@ export class Producer {
     } catch (err) {
       throw asRedisError(err);
     }
-    if (!report) return undefined;
-    return ((await this.workerCountsNow())[model] ?? 0) === 0 ? report : undefined;
+    return report ? (await this.withoutWorkers(new Map([[model, report]]))).get(model) : undefined;
+  }
+
+  /** Of these reports, those of models no worker process takes jobs of now (one CLIENT LIST, none when empty). */
+  private async withoutWorkers(reports: Map<string, UnservedReport>): Promise<Map<string, UnservedReport>> {
+    if (reports.size === 0) return reports;
+    const counts = await this.workerCountsNow();
+    for (const model of [...reports.keys()]) if ((counts[model] ?? 0) > 0) reports.delete(model);
+    return reports;
   }
 
   /**
@@ -602,11 +607,8 @@ export class Producer {
     if (!this.unservedReading) {
       this.unservedReading = true;
       this.unservedReportsNow()
-        .then(async (reports) => {
-          if (reports.size > 0) {
-            const counts = await this.workerCountsNow();
-            for (const name of [...reports.keys()]) if ((counts[name] ?? 0) > 0) reports.delete(name);
-          }
+        .then((reports) => this.withoutWorkers(reports))
+        .then((reports) => {
           this.unservedSnapshot = reports;
         })
         .catch(() => {
@@ -618,6 +620,12 @@ export class Producer {
         });
     }
     return undefined;
+  }
+
+  /** The `warning` of a queued job of `model` while no worker serves it (see notServedHint). */
+  waitWarning(model: string): string | undefined {
+    const report = this.notServedHint(model);
+    return report && waitsForWorker(model, report);
   }
 
   async listDlq(offset = 0, limit = 100): Promise<{ total: number; entries: DlqEntry[] }> {

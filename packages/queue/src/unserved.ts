@@ -71,13 +71,18 @@ export class UnservedReporter {
   /** Writes the reports now and repeats them every {@link UNSERVED_REFRESH_MS} until close(). */
   async start(skipped: { model: string; reason: string }[], served: string[]): Promise<void> {
     if (served.length > 0) await this.redis.del(...served.map((m) => this.keys.unserved(m))).catch((err: unknown) => this.failed(err));
-    for (const s of skipped) await this.set(s.model, s.reason);
+    await this.record(skipped);
   }
 
   /** Records (or updates) why `model` is not served here. */
-  async set(model: string, reason: string): Promise<void> {
-    if (this.closed) return;
-    this.mine.set(model, { code: errorCode(reason) ?? 'ERR_INTERNAL', message: errorDetail(reason) });
+  set(model: string, reason: string): Promise<void> {
+    return this.record([{ model, reason }]);
+  }
+
+  /** Keeps these reports, writes all of this worker's in one pipeline, and repeats them from then on. */
+  private async record(reports: { model: string; reason: string }[]): Promise<void> {
+    if (this.closed || reports.length === 0) return;
+    for (const { model, reason } of reports) this.mine.set(model, { code: errorCode(reason) ?? 'ERR_INTERNAL', message: errorDetail(reason) });
     await this.write();
     if (!this.timer) {
       this.timer = setInterval(() => void this.write(), UNSERVED_REFRESH_MS);

@@ -227,9 +227,8 @@ export class ModelWorker {
   /**
    * Stores how far each running generation has got as its job's progress (`generated_chars`, and
    * when its first token came), for `GET /v1/jobs/:id` and Bull Board: a client that polls a long
-   * job sees it move. At most one
-   * write per running job every PROGRESS_MS, and none for a job whose text did not grow: nothing
-   * per token, and nothing for jobs that end sooner.
+   * job sees it move. At most one write per running job every PROGRESS_MS, and none for a job
+   * whose text did not grow: nothing per token, and nothing for jobs that end sooner.
    */
   private reportProgress(): void {
     if (this.inflight.size === 0) return;
@@ -242,7 +241,8 @@ export class ModelWorker {
       // `run`: BullMQ's count of starts, which also moves when a stalled or handed-back job runs
       // again without spending an attempt, so no other run's progress passes for this one's.
       run.job
-        .updateProgress({ run: run.job.attemptsStarted, generated_chars: chars, updated_at: at, first_token_at: run.firstTokenAt }).catch((err: unknown) => this.log.debug({ err, jobId: run.id }, 'could not store job progress'));
+        .updateProgress({ run: run.job.attemptsStarted, generated_chars: chars, updated_at: at, first_token_at: run.firstTokenAt })
+        .catch((err: unknown) => this.log.debug({ err, jobId: run.id }, 'could not store job progress'));
     }
   }
 

@@ -71,6 +71,15 @@ describe('llamaCppBackend definition', () => {
     expect(withDefault.checkRequest?.({ model: 'm', messages: turns } as never)).toMatchObject({ param: 'messages' });
   });
 
+  it('refuses at enqueue a min_tokens the context cannot hold, when context_size is set', () => {
+    const sized = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf', context_size: 512 }, { configDir: configWithTemplates({}) });
+    expect(sized.checkRequest?.({ model: 'm', prompt: 'x', min_tokens: 512 })).toMatchObject({ param: 'min_tokens', message: expect.stringMatching(/context of 512 tokens.*fewer than 512/) });
+    expect(sized.checkRequest?.({ model: 'm', prompt: 'x', min_tokens: 511 })).toBeUndefined();
+    // Left to node-llama-cpp, the context's size is known only once the worker loads the model.
+    const auto = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf' }, { configDir: configWithTemplates({}) });
+    expect(auto.checkRequest?.({ model: 'm', prompt: 'x', min_tokens: 100_000 })).toBeUndefined();
+  });
+
   it('looks a job\'s template up in the model\'s templates_dir at each check', () => {
     const configDir = configWithTemplates({ 'phi3.template': '<|user|>{prompt}<|end|>', 'notes.txt': 'not a template' });
     const caps = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf' }, { configDir });

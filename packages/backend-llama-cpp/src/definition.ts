@@ -33,6 +33,19 @@ function seedProblem(seed: number | undefined): { param: string; message: string
 }
 
 /**
+ * A `min_tokens` the model's context cannot hold: the sequence holds the prompt (at least one
+ * token) and the answer together, so the answer would end at the context's end, short of it.
+ * Unknowable here when `context_size` is left to node-llama-cpp (it sizes it at load).
+ */
+function minTokensProblem(minTokens: number | undefined, contextSize: number | undefined): { param: string; message: string } | undefined {
+  if (minTokens === undefined || contextSize === undefined || minTokens < contextSize) return undefined;
+  return {
+    param: 'min_tokens',
+    message: `${minTokens} tokens cannot fit in this model's context of ${contextSize} tokens (its context_size), which holds the prompt too; ask for fewer than ${contextSize}`,
+  };
+}
+
+/**
  * Local GGUF models through node-llama-cpp. Light to import: node-llama-cpp (and its native
  * binary) is loaded only when `create()` runs, so the gateway can validate config with it.
  */
@@ -48,9 +61,11 @@ export const llamaCppBackend = defineBackend<LlamaCppConfig>({
       findTemplate: (name) => findTemplate(dir, name),
       // A 400 at enqueue rather than a job that fails (or misbehaves) in the worker: a seed that
       // would not repeat, a multi-turn chat for a single-turn template, a schema keyword the
-      // grammar cannot enforce.
+      // grammar cannot enforce, a min_tokens longer than the context.
       checkRequest: (request) =>
-        seedProblem(request.seed) ?? singleTurnProblem(dir, request.template ?? config.template, request.messages) ?? responseFormatProblem(request.response_format),
+        seedProblem(request.seed) ??
+        minTokensProblem(request.min_tokens, config.context_size) ??
+        singleTurnProblem(dir, request.template ?? config.template, request.messages) ?? responseFormatProblem(request.response_format),
     };
   },
   async create({ name, config, concurrency }, ctx) {

@@ -48,21 +48,32 @@ program
   .option('-w, --wait', 'wait for the result')
   .option('-s, --stream', 'stream tokens to stdout')
   .action(async (model: string, prompt: string | undefined, o: { maxTokens?: number; temperature?: number; priority?: number; idempotencyKey?: string; json?: string; wait?: boolean; stream?: boolean }) => {
+    const extra = o.json ? (JSON.parse(o.json) as Record<string, unknown>) : {};
+    // Standard input is the prompt only when neither the argument nor --json gives one.
+    const fromJson = extra.prompt !== undefined || extra.messages !== undefined;
     const body = {
       model,
-      prompt: prompt ?? readFileSync(0, 'utf8'),
+      ...(prompt !== undefined || !fromJson ? { prompt: prompt ?? readFileSync(0, 'utf8') } : {}),
       ...(o.maxTokens !== undefined ? { max_tokens: o.maxTokens } : {}),
       ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
       ...(o.priority !== undefined ? { priority: o.priority } : {}),
-      ...(o.json ? (JSON.parse(o.json) as object) : {}),
+      ...extra,
     };
     const c = client();
     const job = await c.call('POST', '/v1/jobs', body, o.idempotencyKey ? { 'idempotency-key': o.idempotencyKey } : {});
     if (!o.wait && !o.stream) return print(job);
+    // Ctrl-C stops watching, not the job: say how to stop that too.
+    process.once('SIGINT', () => {
+      process.stderr.write(`\njob ${job.id} keeps running; \`llmq cancel ${job.id}\` stops it\n`);
+      process.exit(130);
+    });
     let streamed = false;
+    /** The text printed of the current run's answer. */
+    let printed = '';
     for await (const e of c.events(job.id)) {
       if (e.event === 'token' && o.stream) {
         process.stdout.write(e.data.text);
+        printed += e.data.text;
         streamed = true;
       }
       // A retry or a fallback model starts the answer over: a terminal cannot take back what it
@@ -71,10 +82,15 @@ program
         process.stdout.write('\n');
         process.stderr.write(e.data.will_retry ? `[attempt ${e.data.attempts} failed (${e.data.error?.code ?? 'error'}): the answer starts over]\n` : '[the answer starts over (a fallback model, or another worker)]\n');
         streamed = false;
+        printed = '';
       }
       if (e.event === 'completed') {
-        if (o.stream) process.stdout.write('\n');
-        else print(e.data);
+        if (o.stream) {
+          // A job done before its stream opened sends no tokens, only the stored result: print
+          // what of it has not come as tokens.
+          const text: string = e.data.result?.text ?? '';
+          process.stdout.write(`${text.startsWith(printed) ? text.slice(printed.length) : `${printed ? '\n' : ''}${text}`}\n`);
+        } else print(e.data);
         return;
       }
       if (e.event === 'failed' || e.event === 'cancelled') {

@@ -238,17 +238,19 @@ describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () 
   });
 
   it('answers a model no worker can serve with the worker\'s reason, not with a wait until the timeout', async () => {
-    // The synchronous front doors: 503 naming the fix within the 2 s the wait polls at; the job is cancelled.
+    // The synchronous front doors: 503 naming the fix, before anything is enqueued, from the
+    // gateway's first request on (it reads the workers' reports then).
     const started = Date.now();
     const first = await post('/v1/chat/completions', { model: 'unpulled', messages: [{ role: 'user', content: 'hi' }] });
-    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(Date.now() - started).toBeLessThan(1_500);
     expect(first.status).toBe(503);
     const error = (JSON.parse(first.raw) as { error: { code: string; message: string; param: string } }).error;
     expect(error).toMatchObject({ code: 'ERR_MODEL_NOT_SERVED', param: 'model' });
     expect(error.message).toContain('no worker serves model "unpulled"');
     expect(error.message).toContain('ERR_MODEL_FILE_MISSING');
     expect(error.message).toContain('llmq model pull hf:example/unpulled-GGUF/unpulled.gguf');
-    // Later ones are answered before anything is enqueued, TextSynth's door too.
+    expect(error.message).toContain('Nothing was enqueued');
+    // TextSynth's door too.
     const queuedBefore = (await (await fetch(`${url}/v1/queues`)).json()) as { data: { model: string; waiting: number }[] };
     const ts = await post('/v1/engines/unpulled/completions', { prompt: 'hi' });
     expect(ts.status).toBe(503);
@@ -275,20 +277,40 @@ describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () 
     expect((await post('/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'hi' }] })).status).toBe(200);
   });
 
-  it('tells a synchronous client of a model no worker serves within seconds even when the gateway knew nothing yet, and cancels its job', async () => {
-    // A gateway that just started has read no worker report: it enqueues, and its wait finds out.
+  it('tells a synchronous client at once from a new gateway\'s first request (or its first after a quiet spell), and within seconds when the report comes after the enqueue', async () => {
     const fresh = await serveGateway({ platform, logger: silentLogger, registry: new Registry() });
+    const post = (body: unknown) => fetch(`${fresh.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const waiting = async () => ((await (await fetch(`${url}/v1/queues`)).json()) as { data: { model: string; waiting: number }[] }).data.find((q) => q.model === 'unpulled')!.waiting;
     try {
-      const waiting = async () => ((await (await fetch(`${url}/v1/queues`)).json()) as { data: { model: string; waiting: number }[] }).data.find((q) => q.model === 'unpulled')!.waiting;
       const before = await waiting();
-      const started = Date.now();
-      const res = await fetch(`${fresh.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'unpulled', prompt: 'hi' }) });
+      // A gateway that has read no report yet (as after a quiet spell of over 5 s) reads them before enqueueing.
+      let started = Date.now();
+      const atOnce = await post({ model: 'unpulled', prompt: 'hi' });
+      expect(Date.now() - started).toBeLessThan(1_500);
+      expect(atOnce.status).toBe(503);
+      expect(((await atOnce.json()) as { error: { message: string } }).error.message).toMatch(/ERR_MODEL_FILE_MISSING.*Nothing was enqueued\.$/);
+      expect(await waiting()).toBe(before);
+
+      // A report that comes only after the job was enqueued (a worker starting meanwhile) is
+      // found by the wait's poll, every 2 s: the job is cancelled and the client told. Another new
+      // gateway, whose first read finds no report: the worker repeats its report every 30 s, so
+      // it is taken away only right before the request.
+      const later = await serveGateway({ platform, logger: silentLogger, registry: new Registry() });
+      const redisKey = `${platform.config.redis.prefix}:_unserved:unpulled`;
+      const connection = later.gateway.producer.connection;
+      const report = await connection.get(redisKey);
+      expect(report).not.toBeNull();
+      await connection.del(redisKey);
+      started = Date.now();
+      const pending = fetch(`${later.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'unpulled', prompt: 'hi' }) });
+      await sleep(300);
+      expect(await waiting()).toBe(before + 1);
+      await connection.set(redisKey, report!, 'PX', 90_000);
+      const res = await pending;
       const elapsed = Date.now() - started;
+      await later.close();
       expect(res.status).toBe(503);
-      const body = (await res.json()) as { error: { code: string; message: string } };
-      expect(body.error.code).toBe('ERR_MODEL_NOT_SERVED');
-      expect(body.error.message).toMatch(/ERR_MODEL_FILE_MISSING.*The job was cancelled\.$/);
-      // The wait polls every 2 s.
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/ERR_MODEL_FILE_MISSING.*The job was cancelled\.$/);
       expect(elapsed).toBeGreaterThan(1_500);
       expect(elapsed).toBeLessThan(5_000);
       // Cancelled, not left waiting for a worker.

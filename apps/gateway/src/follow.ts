@@ -127,7 +127,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
   };
   try {
     // A model that no worker serves, as far as the last few seconds tell: check now, enqueue nothing.
-    if (o.producer.notServedHint(o.request.model)) {
+    if (await o.producer.notServedFresh(o.request.model)) {
       const report = await o.producer.notServed(o.request.model);
       if (report) throw notServedError(o.request.model, report, ' Nothing was enqueued.');
     }

@@ -148,7 +148,7 @@ export class Producer {
   /** notServedHint()'s snapshot: model → report, and when it was read. */
   private unservedSnapshot = new Map<string, UnservedReport>();
   private unservedReadAt = 0;
-  private unservedReading = false;
+  private unservedRefresh: Promise<void> | undefined;
 
   constructor(
     readonly config: ResolvedConfig,
@@ -602,24 +602,38 @@ export class Producer {
    * call after start or after a quiet spell knows nothing rather than something out of date.
    */
   notServedHint(model: string): UnservedReport | undefined {
-    const age = Date.now() - this.unservedReadAt;
-    if (age <= 5_000) return this.unservedSnapshot.get(model);
-    if (!this.unservedReading) {
-      this.unservedReading = true;
-      this.unservedReportsNow()
-        .then((reports) => this.withoutWorkers(reports))
-        .then((reports) => {
-          this.unservedSnapshot = reports;
-        })
-        .catch(() => {
-          this.unservedSnapshot = new Map();
-        })
-        .finally(() => {
-          this.unservedReadAt = Date.now();
-          this.unservedReading = false;
-        });
-    }
+    if (Date.now() - this.unservedReadAt <= 5_000) return this.unservedSnapshot.get(model);
+    void this.refreshUnserved();
     return undefined;
+  }
+
+  /**
+   * notServedHint() for a caller that can wait one read: a snapshot older than 5 s is read again
+   * first (one MGET, and one CLIENT LIST when some worker reported), so the first request after
+   * start or a quiet spell is told too.
+   */
+  async notServedFresh(model: string): Promise<UnservedReport | undefined> {
+    if (Date.now() - this.unservedReadAt > 5_000) await this.bounded(this.refreshUnserved());
+    return this.unservedSnapshot.get(model);
+  }
+
+  /** Reads the snapshot again; one read at a time, shared by whoever asks meanwhile. Never rejects. */
+  private refreshUnserved(): Promise<void> {
+    this.unservedRefresh ??= this.unservedReportsNow()
+      .then((reports) => this.withoutWorkers(reports))
+      .then(
+        (reports) => {
+          this.unservedSnapshot = reports;
+        },
+        () => {
+          this.unservedSnapshot = new Map();
+        },
+      )
+      .finally(() => {
+        this.unservedReadAt = Date.now();
+        this.unservedRefresh = undefined;
+      });
+    return this.unservedRefresh;
   }
 
   /** The `warning` of a queued job of `model` while no worker serves it (see notServedHint). */

@@ -380,6 +380,30 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     expect(answers.some((a) => a.meta !== null), JSON.stringify(answers)).toBe(true);
   });
 
+  it('leaves open what a schema leaves open: an Any field, a bare {}, an object without properties', async () => {
+    // pydantic writes an `Any` field as a schema of annotations only; node-llama-cpp alone answers
+    // it with null every time, a bare {} likewise, and { type: "object" } with {} every time.
+    const kinds = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
+    const seen = { field: new Set<string>(), bare: new Set<string>(), keys: 0 };
+    for (const seed of [21, 22, 23, 24, 25, 26]) {
+      const json = (schema: unknown) => run(backend, { prompt: 'JSON:', temperature: 1, max_tokens: 48, seed, response_format: { type: 'json_schema', json_schema: { schema } } });
+      const field = await json({ type: 'object', properties: { a: { title: 'A' }, n: { type: 'integer' } }, required: ['a', 'n'] });
+      const value = JSON.parse(field.text) as { a: unknown; n: unknown };
+      expect(Object.keys(value).sort(), field.text).toEqual(['a', 'n']);
+      expect(Number.isInteger(value.n), field.text).toBe(true);
+      seen.field.add(kinds(value.a));
+      const bare = await json({});
+      seen.bare.add(kinds(JSON.parse(bare.text)));
+      const object = await json({ type: 'object' });
+      const parsed: unknown = JSON.parse(object.text);
+      expect(kinds(parsed), object.text).toBe('object');
+      seen.keys += Object.keys(parsed as object).length;
+    }
+    expect([...seen.field].filter((k) => k !== 'null').length, [...seen.field].join()).toBeGreaterThan(0);
+    expect([...seen.bare].filter((k) => k !== 'null').length, [...seen.bare].join()).toBeGreaterThan(0);
+    expect(seen.keys).toBeGreaterThan(0);
+  });
+
   it('answers a json_object job with a JSON object', async () => {
     for (const [max_tokens, seed] of [
       [48, 5],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkJsonSchema, toGrammarSchema } from './json-schema.js';
+import { ANY_JSON_DEF, checkJsonSchema, toGrammarSchema } from './json-schema.js';
 
 /** What pydantic v2 writes for a model with an optional field, a nested model and an enum. */
 const pydanticLike = {
@@ -81,6 +81,7 @@ describe('toGrammarSchema', () => {
     expect(toGrammarSchema({ anyOf: [{ type: 'string' }, { type: 'null' }] })).toEqual({ oneOf: [{ type: 'string' }, { type: 'null' }] });
     expect(toGrammarSchema({ properties: { a: { $ref: '#/definitions/A' } }, definitions: { A: { anyOf: [{ type: 'integer' }] } } })).toEqual({
       properties: { a: { $ref: '#/$defs/A' } },
+      type: 'object',
       $defs: { A: { oneOf: [{ type: 'integer' }] } },
     });
     expect(toGrammarSchema({ description: 'd', allOf: [{ type: 'string', maxLength: 2 }] })).toEqual({ description: 'd', type: 'string', maxLength: 2 });
@@ -98,5 +99,34 @@ describe('toGrammarSchema', () => {
     expect(toGrammarSchema({ type: ['string'], maxLength: 3 })).toEqual({ type: 'string', maxLength: 3 });
     // Values that are not schemas are left as they are.
     expect(toGrammarSchema({ enum: [{ anyOf: 1 }], const: { definitions: 2 }, default: { anyOf: 3 } })).toEqual({ enum: [{ anyOf: 1 }], const: { definitions: 2 }, default: { anyOf: 3 } });
+  });
+
+  it('keeps open what JSON Schema leaves open, where node-llama-cpp would allow one answer', () => {
+    const any = { $ref: `#/$defs/${ANY_JSON_DEF}` };
+    const anyDef = toGrammarSchema({}) as { $defs: Record<string, { oneOf: { type: string }[] }> };
+    // Any value: every kind, arrays and objects of any values (node-llama-cpp alone: always null).
+    expect(anyDef).toMatchObject(any);
+    expect(anyDef.$defs[ANY_JSON_DEF]!.oneOf.map((s) => s.type)).toEqual(['string', 'number', 'boolean', 'null', 'array', 'object']);
+    expect(anyDef.$defs[ANY_JSON_DEF]!.oneOf).toContainEqual({ type: 'array', items: any });
+    expect(anyDef.$defs[ANY_JSON_DEF]!.oneOf).toContainEqual({ type: 'object', additionalProperties: true });
+    // pydantic's `Any` field (annotations only), and `true`, anywhere below.
+    expect(toGrammarSchema({ type: 'object', properties: { a: { title: 'A' }, b: true }, required: ['a', 'b'] })).toEqual({
+      type: 'object',
+      properties: { a: { title: 'A', ...any }, b: any },
+      required: ['a', 'b'],
+      $defs: { [ANY_JSON_DEF]: anyDef.$defs[ANY_JSON_DEF] },
+    });
+    // An object without properties has any keys (node-llama-cpp alone: always {}); an array without items any items.
+    expect(toGrammarSchema({ type: 'object' })).toEqual({ type: 'object', additionalProperties: true });
+    expect(toGrammarSchema({ type: 'object', properties: { a: { type: 'string' } } })).toEqual({ type: 'object', properties: { a: { type: 'string' } } });
+    expect(toGrammarSchema({ type: 'array', maxItems: 2 })).toMatchObject({ type: 'array', maxItems: 2, items: any });
+    expect(toGrammarSchema({ type: 'array', prefixItems: [{ type: 'integer' }] })).toEqual({ type: 'array', prefixItems: [{ type: 'integer' }] });
+    // Without a type, keywords of one kind say which (node-llama-cpp alone: always null).
+    expect(toGrammarSchema({ items: { type: 'integer' } })).toEqual({ type: 'array', items: { type: 'integer' } });
+    expect(toGrammarSchema({ description: 'd', maxLength: 3 })).toEqual({ description: 'd', type: 'string', maxLength: 3 });
+    // A list of types with an open object.
+    expect(toGrammarSchema({ type: ['object', 'null'] })).toEqual({ oneOf: [{ type: 'object', additionalProperties: true }, { type: 'null' }] });
+    // Schemas that say what they are stay as they were.
+    for (const closed of [{ type: 'string' }, { enum: ['a'] }, { const: 1 }, { oneOf: [{ type: 'integer' }] }]) expect(toGrammarSchema(closed)).toEqual(closed);
   });
 });

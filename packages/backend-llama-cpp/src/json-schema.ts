@@ -216,35 +216,91 @@ export function responseFormatProblem(format: ResponseFormat | undefined): { par
   return problem === undefined ? undefined : { param: `response_format.json_schema.schema${problem.path}`, message: problem.message };
 }
 
+/** The definition {@link toGrammarSchema} adds for "any JSON value" (node-llama-cpp has no schema for it). */
+export const ANY_JSON_DEF = '__llmq_any_json';
+const ANY_JSON_REF = { $ref: `#/$defs/${ANY_JSON_DEF}` };
+/** Keywords that say which kind of value a schema is (without one, node-llama-cpp writes `null`). */
+const KIND_KEYWORDS = ['type', 'oneOf', 'anyOf', 'allOf', 'enum', 'const', '$ref'];
+/** The keywords that apply to each type; the others are ignored by JSON Schema for a value of it. */
+const KEYWORDS_OF: Record<string, readonly string[]> = {
+  object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'],
+  array: ['items', 'prefixItems', 'minItems', 'maxItems'],
+  string: ['minLength', 'maxLength', 'format'],
+};
+
 /**
  * The schema as node-llama-cpp's grammar should see it (a checked schema): `anyOf` as `oneOf`
  * (for generation both are "one of these": a value the grammar allows matches at least one), a
  * list of types as a `oneOf` of one schema per type (node-llama-cpp reads `["object", "null"]` as
- * always `null`), a one-schema `allOf` merged into its parent, and `definitions` as `$defs`.
+ * always null), a one-schema `allOf` merged into its parent, and `definitions` as `$defs`.
+ *
+ * What JSON Schema leaves open stays open, where node-llama-cpp would close it to one answer:
+ * a schema without a type (`{}`, `true`, pydantic's `Any`) is any value, not always `null`,
+ * and one whose keywords describe an object (an array, a string), such as a bare `{ properties }`,
+ * is that; `{ type: "object" }` without properties is any object, not
+ * always `{}`; `{ type: "array" }` without items holds any values, not none. "Any value" is a
+ * definition added at the top, {@link ANY_JSON_DEF}.
  */
 export function toGrammarSchema(schema: unknown): unknown {
-  if (Array.isArray(schema)) return schema.map(toGrammarSchema);
+  const state = { anyJson: false };
+  const out = rewrite(schema, state);
+  if (!state.anyJson) return out;
+  const any = {
+    oneOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }, { type: 'null' }, { type: 'array', items: ANY_JSON_REF }, { type: 'object', additionalProperties: true }],
+  };
+  const root: Record<string, unknown> = isObject(out) ? out : ANY_JSON_REF;
+  return { ...root, $defs: { ...(root.$defs as object | undefined), [ANY_JSON_DEF]: any } };
+}
+
+function rewrite(schema: unknown, state: { anyJson: boolean }): unknown {
+  if (schema === true) {
+    state.anyJson = true;
+    return ANY_JSON_REF;
+  }
+  if (Array.isArray(schema)) return schema.map((s) => rewrite(s, state));
   if (!isObject(schema)) return schema;
-  const eachValue = (value: unknown) => (isObject(value) ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, toGrammarSchema(v)])) : value);
+  const eachValue = (value: unknown) => (isObject(value) ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, rewrite(v, state)])) : value);
   let out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(schema)) {
-    if (key === 'anyOf') out.oneOf = toGrammarSchema(value);
+    if (key === 'anyOf') out.oneOf = rewrite(value, state);
     else if (key === 'definitions' || key === '$defs') out.$defs = { ...(out.$defs as object | undefined), ...(eachValue(value) as object) };
     else if (key === 'properties') out.properties = eachValue(value);
     else if (key === '$ref' && typeof value === 'string') out.$ref = value.replace(/^#\/definitions\//, '#/$defs/');
     else if (key === 'allOf' && Array.isArray(value) && value.length === 1) {
       // Checked: a one-schema allOf stands alone but for annotations and definitions.
-      const inner = toGrammarSchema(value[0]) as Record<string, unknown>;
+      const inner = rewrite(value[0], state) as Record<string, unknown>;
       const $defs = out.$defs === undefined && inner.$defs === undefined ? undefined : { ...(out.$defs as object | undefined), ...(inner.$defs as object | undefined) };
       out = { ...out, ...inner, ...($defs === undefined ? {} : { $defs }) };
     } else if (key === 'enum' || key === 'const' || key === 'required' || key === 'type' || isAnnotation(key)) out[key] = value;
-    else out[key] = toGrammarSchema(value);
+    else out[key] = rewrite(value, state);
   }
-  if (!Array.isArray(out.type)) return out;
-  const { type, $defs, ...rest } = out;
+  const { $defs, ...rest } = out;
   const annotations = Object.fromEntries(Object.entries(rest).filter(([key]) => isAnnotation(key)));
   const keywords = Object.fromEntries(Object.entries(rest).filter(([key]) => !isAnnotation(key)));
-  const types = type as string[];
-  const alternatives = types.map((t) => (t === 'null' ? { type: 'null' } : { ...keywords, type: t }));
-  return { ...annotations, ...($defs === undefined ? {} : { $defs }), ...(alternatives.length === 1 ? alternatives[0] : { oneOf: alternatives }) };
+  const withDefs = (s: Record<string, unknown>) => ({ ...annotations, ...($defs === undefined ? {} : { $defs }), ...s });
+  if (Object.keys(keywords).some((key) => KIND_KEYWORDS.includes(key)) && !Array.isArray(keywords.type)) return withDefs(openEnded(keywords, state));
+  let types: string[];
+  if (Array.isArray(keywords.type)) types = keywords.type as string[];
+  else {
+    // No type. Without keywords: any value. With keywords of an object (or an array, a string),
+    // that: what they describe, and an answer that matches (any value would, `null` included).
+    types = Object.keys(KEYWORDS_OF).filter((t) => KEYWORDS_OF[t]!.some((key) => key in keywords));
+    if (types.length === 0) {
+      state.anyJson = true;
+      return withDefs(ANY_JSON_REF);
+    }
+  }
+  const { type: _type, ...constraints } = keywords;
+  const alternatives = types.map((t) => openEnded(t === 'null' ? { type: t } : { ...constraints, type: t }, state));
+  return withDefs(alternatives.length === 1 ? alternatives[0]! : { oneOf: alternatives });
+}
+
+/** An object without properties is any object, an array without items any array (JSON Schema's reading). */
+function openEnded(s: Record<string, unknown>, state: { anyJson: boolean }): Record<string, unknown> {
+  if (s.type === 'object' && s.properties === undefined && s.additionalProperties === undefined) return { ...s, additionalProperties: true };
+  if (s.type === 'array' && s.items === undefined && s.prefixItems === undefined) {
+    state.anyJson = true;
+    return { ...s, items: ANY_JSON_REF };
+  }
+  return s;
 }

@@ -2,7 +2,7 @@
  * pullModel without the internet: argument errors, and real downloads from a local HTTP server
  * (the machines these tests run on have no network; Hugging Face URIs are not exercised).
  */
-import { readFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,11 +22,18 @@ beforeAll(async () => {
   server = createServer((req, res) => {
     const url = (req.url ?? '').split('?')[0] ?? '';
     requests.push(url);
+    if (url.endsWith('/stall.gguf')) {
+      // Headers and the first bytes, then nothing: a connection gone quiet mid-file.
+      res.writeHead(200, { 'content-length': model.length });
+      if (req.method !== 'HEAD') res.write(model.subarray(0, 64));
+      else res.end();
+      return;
+    }
     if (url.endsWith('/page.gguf')) {
       res.writeHead(200, { 'content-type': 'text/html', 'content-length': 15 });
       return res.end('<html>hi</html>');
     }
-    if (!url.endsWith('/tiny.gguf')) {
+    if (!url.endsWith('/tiny.gguf') && !url.endsWith('/model.gguf')) {
       res.writeHead(404);
       return res.end('not found');
     }
@@ -49,6 +56,7 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
 });
 afterAll(async () => {
+  server.closeAllConnections();
   await new Promise((resolve) => server.close(resolve));
   rmSync(dir, { recursive: true, force: true });
 });
@@ -167,6 +175,31 @@ describe('pullModel', () => {
       expect(await pullModel({ uri: 'hf:acme/tiny-GGUF/tiny.gguf', dir: into })).toBe(first);
       expect(await pullModel({ uri: 'hf:other/thing-GGUF/tiny.gguf', dir: into })).toBe(other);
     });
+  });
+
+  it("does not overwrite another URL's file of the same name", async () => {
+    const into = join(dir, 'same-url-name');
+    const first = await pullModel({ uri: `${base}/a/model.gguf`, dir: into });
+    expect(first).toBe(join(into, 'model.gguf'));
+    const other = await pullModel({ uri: `${base}/b/model.gguf`, dir: into });
+    // Named by host and path, beside the first, which is left as it was.
+    expect(other).toBe(join(into, `${new URL(base).host.replace(':', '_')}_b_model.gguf`));
+    expect(readFileSync(other).equals(model)).toBe(true);
+    // Each URL finds its own file again, without downloading.
+    const before = requests.length;
+    expect(await pullModel({ uri: `${base}/a/model.gguf`, dir: into })).toBe(first);
+    expect(await pullModel({ uri: `${base}/b/model.gguf`, dir: into })).toBe(other);
+    expect(requests.length).toBe(before);
+  });
+
+  it('fails, leaving no partial file, when the download goes quiet mid-file', async () => {
+    const into = join(dir, 'stall');
+    const started = Date.now();
+    const err = await failure(pullModel({ uri: `${base}/files/stall.gguf`, dir: into, stallTimeoutMs: 1_000 }));
+    expect(errorCode(err), String(err)).toBe('ERR_BACKEND_UNAVAILABLE');
+    expect(err?.message).toMatch(/nothing arrived for 1 s.*run the pull again/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(readdirSync(into).filter((f) => f.includes('stall'))).toEqual([]);
   });
 
   it('takes a binary-split part URI (node-llama-cpp joins the parts) past the URI check', async () => {

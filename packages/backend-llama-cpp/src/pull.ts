@@ -21,6 +21,12 @@ export interface PullModelOptions {
   signal?: AbortSignal;
   /** Hugging Face token for gated or private repositories (e.g. from env HF_TOKEN). */
   huggingFaceToken?: string;
+  /**
+   * A download that receives nothing for this long fails (ERR_BACKEND_UNAVAILABLE) instead of
+   * waiting forever on a connection that went quiet.
+   * @defaultValue 60000
+   */
+  stallTimeoutMs?: number;
 }
 
 const URI = /^(hf:[^\s/:#]+\/[^\s]+|https?:\/\/\S+)$/;
@@ -49,6 +55,16 @@ export function downloadOrigin(uri: string, env: Readonly<Record<string, string 
  * `hf:<user>/<repo>:<quant>`, whose file is known only once the repository is listed: that one
  * keeps node-llama-cpp's name.
  */
+/** A URL's file name that tells it from another URL's file of the same name: its host and path. */
+function urlFileName(uri: string): string | undefined {
+  try {
+    const url = new URL(uri);
+    return `${url.host}${decodeURIComponent(url.pathname)}`.replace(/[^A-Za-z0-9._-]+/g, '_');
+  } catch {
+    return undefined;
+  }
+}
+
 export function pulledFileName(uri: string): string | undefined {
   let name: string;
   if (uri.startsWith('hf:')) {
@@ -200,14 +216,24 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
   }
   const sources = await readSources(dir);
   let fileName = pulledFileName(uri);
-  // That name holds another URI's file (another repository's model.gguf): this one keeps
-  // node-llama-cpp's longer name (hf_<user>_…), which tells them apart.
-  if (fileName !== undefined && sources[fileName] !== undefined && sources[fileName] !== uri) fileName = undefined;
+  // That name holds another URI's file (another repository's model.gguf): this one keeps a
+  // longer name that tells them apart, node-llama-cpp's (hf_<user>_…) or, for a URL, its host and path.
+  if (fileName !== undefined && sources[fileName] !== undefined && sources[fileName] !== uri) fileName = uri.startsWith('hf:') ? undefined : urlFileName(uri);
   const present = await presentFile(uri, dir, fileName, llama);
   if (present !== undefined && (sources[basename(present)] ?? uri) === uri) return present;
   if (signal?.aborted) throw abortReason(signal);
   await checkReachable(downloadOrigin(uri), dir, signal);
   const onProgress = options.onProgress;
+  // node-llama-cpp's downloader waits forever on a connection that went quiet mid-file.
+  const stallMs = options.stallTimeoutMs ?? 60_000;
+  const stalled = new AbortController();
+  let last = { downloaded: -1, at: Date.now() };
+  const watchdog = setInterval(() => {
+    if (Date.now() - last.at < stallMs) return;
+    const at = last.downloaded > 0 ? ` after ${(last.downloaded / 2 ** 20).toFixed(1)} MiB` : '';
+    stalled.abort(new LlmqError('ERR_BACKEND_UNAVAILABLE', `could not download ${uri}: nothing arrived for ${stallMs / 1000} s${at}; run the pull again`));
+  }, Math.min(1_000, stallMs / 4));
+  const downloadSignal = signal === undefined ? stalled.signal : AbortSignal.any([signal, stalled.signal]);
   let path: string;
   try {
     const downloader = await llama.createModelDownloader({
@@ -217,22 +243,25 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
       skipExisting: true,
       deleteTempFileOnCancel: true,
       showCliProgress: false,
-      ...(onProgress === undefined
-        ? {}
-        : {
-            onProgress: (s: { totalSize: number; downloadedSize: number }) =>
-              onProgress(s.totalSize > 0 ? { downloaded: s.downloadedSize, total: s.totalSize } : { downloaded: s.downloadedSize }),
-          }),
+      onProgress: (s: { totalSize: number; downloadedSize: number }) => {
+        if (s.downloadedSize !== last.downloaded) last = { downloaded: s.downloadedSize, at: Date.now() };
+        onProgress?.(s.totalSize > 0 ? { downloaded: s.downloadedSize, total: s.totalSize } : { downloaded: s.downloadedSize });
+      },
       ...(options.huggingFaceToken === undefined ? {} : { tokens: { huggingFace: options.huggingFaceToken } }),
     });
-    path = await downloader.download(signal === undefined ? {} : { signal });
+    path = await downloader.download({ signal: downloadSignal });
+    // A cancelled download resolves, its partial file removed.
+    if (downloadSignal.aborted) throw downloadSignal.reason;
   } catch (err) {
     if (signal?.aborted) throw abortReason(signal);
+    if (stalled.signal.aborted) throw abortReason(stalled.signal);
     const message = (err as Error).message;
     if (/status code: 4\d\d/i.test(message)) {
       throw new LlmqError('ERR_REQUEST_INVALID', `could not download ${uri}: ${message}`, { param: 'uri', cause: err });
     }
     throw new LlmqError('ERR_BACKEND_UNAVAILABLE', `could not download ${uri}: ${message}`, { cause: err });
+  } finally {
+    clearInterval(watchdog);
   }
   // A server that answers 200 with an HTML page must not leave a "model" that fails at start-up.
   try {

@@ -93,6 +93,34 @@ describe('OpenAI and TextSynth front doors', () => {
     expect(tools).toBeInstanceOf(OpenAI.BadRequestError);
   });
 
+  it('takes what clients and frameworks send by default (no tools, no biases, history as returned) and refuses what asks for more', async () => {
+    // The assistant message exactly as the API returned it, sent back as history.
+    const first = await openai.chat.completions.create({ model: 'echo', messages: [{ role: 'user', content: 'first turn' }] });
+    const r = await openai.chat.completions.create({
+      model: 'echo',
+      messages: [{ role: 'user', content: 'first turn' }, first.choices[0]!.message, { role: 'assistant', content: null }, { role: 'user', content: 'second turn' }],
+      tools: [],
+      tool_choice: 'none',
+      parallel_tool_calls: false,
+      logit_bias: {},
+      store: false,
+      seed: -1,
+    });
+    expect(r.choices[0]!.message.content).toBe('second turn');
+    for (const [body, param, message] of [
+      [{ tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools', /tools \(function calling\) are not supported/],
+      [{ tool_choice: 'auto' }, 'tool_choice', /tool_choice may only be "none"/],
+      [{ logit_bias: { '50256': -100 } }, 'logit_bias', /logit_bias is not supported/],
+      [{ messages: [{ role: 'user', content: null }] }, 'messages[0].content', /null only in an assistant message/],
+      [{ messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{}' } }] }, { role: 'user', content: 'x' }] }, 'messages[0].tool_calls', /tool calls are not supported/],
+    ] as const) {
+      const bad = await stack.http('POST', '/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'x' }], ...body });
+      expect(bad.status, JSON.stringify(body)).toBe(400);
+      expect(bad.body.error.param).toBe(param);
+      expect(bad.body.error.message).toMatch(message);
+    }
+  });
+
   it('cancels the job when a streaming client disconnects', async () => {
     const ctrl = new AbortController();
     const res = await fetch(`${stack.url}/v1/chat/completions`, {

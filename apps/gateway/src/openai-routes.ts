@@ -6,11 +6,15 @@ import { validateForModel, type Platform } from '@llmq/platform';
 import { enqueueAndFollow } from './follow.js';
 
 const contentPart = z.object({ type: z.literal('text'), text: z.string() });
-const chatMessage = z.object({
-  role: z.enum(['system', 'developer', 'user', 'assistant']),
-  content: z.union([z.string(), z.array(contentPart)]),
-  name: z.string().optional(),
-});
+const chatMessage = z
+  .object({
+    role: z.enum(['system', 'developer', 'user', 'assistant']),
+    // null: an assistant message as the API returns it with no text (clients send history back as they got it).
+    content: z.union([z.string(), z.array(contentPart)]).nullable(),
+    name: z.string().optional(),
+    tool_calls: z.array(z.unknown()).max(0, 'tool calls are not supported').nullish(),
+  })
+  .refine((m) => m.content !== null || m.role === 'assistant', { path: ['content'], message: 'must be a string or an array of text parts (null only in an assistant message)' });
 
 /** Fields every OpenAI client may send that llmq accepts or safely ignores. */
 const common = {
@@ -28,6 +32,14 @@ const common = {
   n: z.literal(1, 'only n=1 is supported').nullish(),
   user: z.string().nullish(),
   logprobs: z.literal(false, 'logprobs are not supported').nullish(),
+  // What clients and frameworks send by default, harmless as sent: no tools, no biases. Anything
+  // else asks for what llmq does not do, and says so.
+  logit_bias: z
+    .record(z.string(), z.number())
+    .refine((bias) => Object.keys(bias).length === 0, 'logit_bias is not supported')
+    .nullish(),
+  // OpenAI's stored completions; llmq keeps every job anyway (GET /v1/jobs/:id).
+  store: z.boolean().nullish(),
   // llama.cpp-server style extensions.
   top_k: z.int().nullish(),
   min_p: z.number().nullish(),
@@ -39,9 +51,15 @@ const common = {
   metadata: z.record(z.string(), z.unknown()).nullish(),
 };
 
+const noTools = 'tools (function calling) are not supported';
 const chatSchema = z.strictObject({
   ...common,
   messages: z.array(chatMessage).min(1),
+  tools: z.array(z.unknown()).max(0, noTools).nullish(),
+  tool_choice: z.literal('none', `${noTools}: tool_choice may only be "none"`).nullish(),
+  parallel_tool_calls: z.boolean().nullish(),
+  functions: z.array(z.unknown()).max(0, noTools).nullish(),
+  function_call: z.literal('none', `${noTools}: function_call may only be "none"`).nullish(),
   max_completion_tokens: z.int().min(1).nullish(),
   response_format: z.unknown().optional(),
   template: z.string().optional(),
@@ -72,11 +90,13 @@ const PASS = ['max_tokens', 'temperature', 'top_p', 'seed', 'stop', 'presence_pe
 function toJobRequest(body: Record<string, unknown>, chat: boolean): JobRequest {
   const out: Record<string, unknown> = { model: body.model };
   for (const k of PASS) if (body[k] !== undefined) out[k] = body[k];
+  // llama.cpp server's "random seed", which its clients send: the same as no seed.
+  if (out.seed === -1) delete out.seed;
   if (chat) {
     if (body.max_completion_tokens !== undefined) out.max_tokens = body.max_completion_tokens;
     out.messages = (body.messages as z.infer<typeof chatMessage>[]).map((m) => ({
       role: m.role === 'developer' ? 'system' : m.role,
-      content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+      content: m.content === null ? '' : typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
     }));
   } else {
     out.prompt = Array.isArray(body.prompt) ? body.prompt[0] : body.prompt;

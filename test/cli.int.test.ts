@@ -61,4 +61,11 @@ describe('llmq CLI against a running stack', () => {
     await stack.http('DELETE', `/v1/jobs/${id}`);
     await waitUntil('the job to be cancelled', async () => (await stack.http('GET', `/v1/jobs/${id}`)).body.status === 'cancelled', 10_000);
   }, 30_000);
+
+  it('mongo-worker --help shows its help, not an unknown-flag error', async () => {
+    const run = await cli(stack, ['mongo-worker', '--help']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^Usage: llmq mongo-worker/);
+    expect(run.stdout).toContain('--mongo_connection_string');
+  });
 });

@@ -41,6 +41,8 @@ describe('OpenAI and TextSynth front doors', () => {
       expect(r.body.error).toMatchObject({ param: 'prompt', message });
     }
     expect((await stack.http('POST', '/v1/completions', { model: 'echo', prompt: ['a'], max_tokens: 2 })).status).toBe(200);
+    const suffix = await stack.http('POST', '/v1/completions', { model: 'echo', prompt: 'a', suffix: 'z' });
+    expect(suffix.body.error).toMatchObject({ param: 'suffix', message: 'suffix: suffix is not supported' });
   });
 
   it('serves chat completions to the official SDK, non-streaming', async () => {

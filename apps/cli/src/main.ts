@@ -161,9 +161,12 @@ program
   .allowUnknownOption(true)
   .helpOption(false)
   .argument('[args...]')
-  .action(async () => {
+  .action(async (_args: string[], _options: unknown, command: Command) => {
     const at = process.argv.indexOf('mongo-worker');
-    await runMongoWorker(process.argv.slice(at + 1));
+    const args = process.argv.slice(at + 1);
+    // The seed script's flags pass through as they are, so commander's own --help is off.
+    if (args.includes('--help') || args.includes('-h')) return void process.stdout.write(command.helpInformation());
+    await runMongoWorker(args);
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -74,7 +74,7 @@ const completionSchema = z.strictObject({
   }),
   echo: z.literal(false, 'echo is not supported').nullish(),
   best_of: z.literal(1, 'best_of is not supported').nullish(),
-  suffix: z.null().optional(),
+  suffix: z.null('suffix is not supported').optional(),
   response_format: z.unknown().optional(),
   template: z.string().optional(),
 });

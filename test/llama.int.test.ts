@@ -20,6 +20,8 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
           { name: 'echo', backend: 'echo', concurrency: 4 },
           { name: 'tiny', backend: 'llama-cpp', concurrency: 2, timeout_ms: 60_000, options: { model_path: model, context_size: 256, threads: 2, gpu: false, templates_dir: resolve('config/templates') } },
           { name: 'missing', backend: 'llama-cpp', concurrency: 1, options: { model_path: '/nonexistent/model.gguf', gpu: false } },
+          // Its default template is not there: a config mistake, not tried again.
+          { name: 'badtpl', backend: 'llama-cpp', concurrency: 1, options: { model_path: model, context_size: 64, threads: 1, gpu: false, template: 'nope' } },
           { name: 'late', backend: 'llama-cpp', concurrency: 1, options: { model_path: join(lateDir, 'late.gguf'), context_size: 128, threads: 1, gpu: false } },
         ],
       },
@@ -95,6 +97,11 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     const echo = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'still here' });
     expect((await stack.waitFor(echo.body.id, ['completed'])).result.text).toBe('still here');
     expect(stack.workers[0]!.output()).toMatch(/model \\?"missing\\?" is not served: ERR_MODEL_FILE_MISSING: .*llmq model pull/);
+    // A reason that is not tried again says what ends it, to the operator and to clients.
+    expect(stack.workers[0]!.output()).toMatch(/model \\?"badtpl\\?" is not served: ERR_CONFIG_INVALID: options.template: .*nope.*restart the worker once it is fixed/);
+    const chat = await stack.http('POST', '/v1/chat/completions', { model: 'badtpl', messages: [{ role: 'user', content: 'hi' }] });
+    expect(chat.status).toBe(503);
+    expect(chat.body.error.message).toMatch(/unknown template .*nope.*restart the worker once it is fixed/);
     // The API shows which queues no worker takes jobs from.
     const queues = (await stack.http('GET', '/v1/queues')).body.data as { model: string; workers: number }[];
     expect(Object.fromEntries(queues.map((q) => [q.model, q.workers]))).toMatchObject({ echo: 1, tiny: 1, missing: 0 });

@@ -105,7 +105,8 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
     } catch (err) {
       const code = errorCode(err);
       if (code && SKIPPABLE.has(code)) {
-        const reason = (err as Error).message;
+        // Kept as the reason clients are told: one that is not tried again says what ends it.
+        const reason = RETRIED.has(code) ? (err as Error).message : `${(err as Error).message} (not tried again: restart the worker once it is fixed)`;
         notServed(name, code, reason, RETRIED.has(code) ? ` (trying again every ${RETRY_MS / 1000} s)` : '');
         skipped.push({ model: name, reason });
         continue;

@@ -22,6 +22,8 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
           { name: 'missing', backend: 'llama-cpp', concurrency: 1, options: { model_path: '/nonexistent/model.gguf', gpu: false } },
           // Its default template is not there: a config mistake, not tried again.
           { name: 'badtpl', backend: 'llama-cpp', concurrency: 1, options: { model_path: model, context_size: 64, threads: 1, gpu: false, template: 'nope' } },
+          // The same, found only once its file appears (the retry's give-up path).
+          { name: 'badtpl-late', backend: 'llama-cpp', concurrency: 1, options: { model_path: join(lateDir, 'badtpl-late.gguf'), context_size: 64, threads: 1, gpu: false, template: 'nope' } },
           { name: 'late', backend: 'llama-cpp', concurrency: 1, options: { model_path: join(lateDir, 'late.gguf'), context_size: 128, threads: 1, gpu: false } },
         ],
       },
@@ -132,6 +134,17 @@ describe('llama-cpp through the queue (generated tiny GGUF)', () => {
     const queues = (await stack.http('GET', '/v1/queues')).body.data as { model: string; workers: number; not_served: unknown }[];
     expect(queues.find((q) => q.model === 'late')).toMatchObject({ workers: 1, not_served: null });
     expect(queues.find((q) => q.model === 'missing')).toMatchObject({ workers: 0, not_served: { code: 'ERR_MODEL_FILE_MISSING' } });
+    // A file that appears but whose model still cannot be served for a reason not retried: the
+    // worker stops trying, and says a restart is needed, to clients too.
+    writeFileSync(join(lateDir, 'badtpl-late.gguf'), whole);
+    const until = Date.now() + 30_000;
+    while (!/model \\?"badtpl-late\\?" is not served: ERR_CONFIG_INVALID: .*not tried again: restart the worker/.test(stack.workers[0]!.output())) {
+      if (Date.now() > until) throw new Error(`the worker did not give up on badtpl-late: ${stack.workers[0]!.output().slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const chat = await stack.http('POST', '/v1/chat/completions', { model: 'badtpl-late', messages: [{ role: 'user', content: 'hi' }] });
+    expect(chat.status).toBe(503);
+    expect(chat.body.error.message).toMatch(/unknown template .*nope.*restart the worker once it is fixed/);
   }, 70_000);
 
   it('logs each key once per line (the host binds the model and backend; the backend does not again)', () => {

@@ -31,6 +31,8 @@ const SKIPPABLE = new Set(['ERR_MODEL_FILE_MISSING', 'ERR_MODEL_LOAD', 'ERR_DEPE
 /** Skipped models tried again every RETRY_MS: their file may yet appear or become whole. */
 const RETRIED = new Set(['ERR_MODEL_FILE_MISSING', 'ERR_MODEL_LOAD']);
 const RETRY_MS = 5_000;
+/** What the reason of a skipped model that is not tried (again) ends with, for the operator and for clients. */
+const NOT_RETRIED = ' (not tried again: restart the worker once it is fixed)';
 /** Tries of a file that exists but does not load before the worker stops trying. */
 const LOAD_TRIES = 3;
 
@@ -106,7 +108,7 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
       const code = errorCode(err);
       if (code && SKIPPABLE.has(code)) {
         // Kept as the reason clients are told: one that is not tried again says what ends it.
-        const reason = RETRIED.has(code) ? (err as Error).message : `${(err as Error).message} (not tried again: restart the worker once it is fixed)`;
+        const reason = RETRIED.has(code) ? (err as Error).message : `${(err as Error).message}${NOT_RETRIED}`;
         notServed(name, code, reason, RETRIED.has(code) ? ` (trying again every ${RETRY_MS / 1000} s)` : '');
         skipped.push({ model: name, reason });
         continue;
@@ -141,10 +143,11 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
       } catch (err) {
         if (stopping) return;
         const code = errorCode(err);
-        const reason = err instanceof Error ? err.message : String(err);
+        const message = err instanceof Error ? err.message : String(err);
         const giveUp = giveUpRetry(entry, code, (err as LlmqError).details);
-        if (reason !== skip.reason || giveUp) notServed(skip.model, code, reason, giveUp ? ' (no more tries: restart the worker once it is fixed)' : '');
+        const reason = giveUp ? `${message}${NOT_RETRIED}` : message;
         if (reason !== skip.reason) {
+          notServed(skip.model, code, reason, '');
           skip.reason = reason;
           await reporter.set(skip.model, reason);
         }

@@ -5,7 +5,7 @@
 import { readFileSync, readdirSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCode } from '@llmq/core';
 import { buildTinyGguf } from '@llmq/testing';
@@ -182,14 +182,18 @@ describe('pullModel', () => {
     const first = await pullModel({ uri: `${base}/a/model.gguf`, dir: into });
     expect(first).toBe(join(into, 'model.gguf'));
     const other = await pullModel({ uri: `${base}/b/model.gguf`, dir: into });
-    // Named by host and path, beside the first, which is left as it was.
-    expect(other).toBe(join(into, `${new URL(base).host.replace(':', '_')}_b_model.gguf`));
+    // Named with a hash of its URL, beside the first, which is left as it was.
+    expect(other).toMatch(/[/\\]model-[0-9a-f]{10}\.gguf$/);
+    expect(dirname(other)).toBe(into);
     expect(readFileSync(other).equals(model)).toBe(true);
     // Each URL finds its own file again, without downloading.
     const before = requests.length;
     expect(await pullModel({ uri: `${base}/a/model.gguf`, dir: into })).toBe(first);
     expect(await pullModel({ uri: `${base}/b/model.gguf`, dir: into })).toBe(other);
     expect(requests.length).toBe(before);
+    // Another URL whose folders would flatten to the same text, or that differs by its query, is a third file.
+    const third = await pullModel({ uri: `${base}/b/model.gguf?v=2`, dir: into });
+    expect([first, other]).not.toContain(third);
   });
 
   it('fails, leaving no partial file, when the download goes quiet mid-file', async () => {

@@ -1,4 +1,5 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { LlmqError } from '@llmq/core';
 import { checkModelFile } from './model-file.js';
@@ -23,7 +24,7 @@ export interface PullModelOptions {
   huggingFaceToken?: string;
   /**
    * A download that receives nothing for this long fails (ERR_BACKEND_UNAVAILABLE) instead of
-   * waiting forever on a connection that went quiet.
+   * waiting forever on a connection that went quiet; 0 waits forever.
    * @defaultValue 60000
    */
   stallTimeoutMs?: number;
@@ -55,16 +56,6 @@ export function downloadOrigin(uri: string, env: Readonly<Record<string, string 
  * `hf:<user>/<repo>:<quant>`, whose file is known only once the repository is listed: that one
  * keeps node-llama-cpp's name.
  */
-/** A URL's file name that tells it from another URL's file of the same name: its host and path. */
-function urlFileName(uri: string): string | undefined {
-  try {
-    const url = new URL(uri);
-    return `${url.host}${decodeURIComponent(url.pathname)}`.replace(/[^A-Za-z0-9._-]+/g, '_');
-  } catch {
-    return undefined;
-  }
-}
-
 export function pulledFileName(uri: string): string | undefined {
   let name: string;
   if (uri.startsWith('hf:')) {
@@ -160,6 +151,26 @@ async function recordSource(dir: string, path: string, uri: string): Promise<voi
   await writeFile(join(dir, SOURCES_FILE), `${JSON.stringify(sources, null, 2)}\n`).catch(() => undefined);
 }
 
+/**
+ * A URL's file name that tells it from another URL's file of the same name (another folder,
+ * another query): the name with a hash of the whole URL, `model-1a2b3c4d5e.gguf`.
+ */
+function urlFileName(uri: string, name: string): string {
+  return `${name.slice(0, -'.gguf'.length).slice(0, 180)}-${createHash('sha256').update(uri).digest('hex').slice(0, 10)}.gguf`;
+}
+
+function sizeText(bytes: number): string {
+  return bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`;
+}
+
+/** Rejects with the signal's reason once it aborts. */
+function rejectOnAbort(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(abortReason(signal));
+    else signal.addEventListener('abort', () => reject(abortReason(signal)), { once: true });
+  });
+}
+
 /** How long the reachability check waits for any answer. */
 const REACH_TIMEOUT_MS = 15_000;
 
@@ -217,26 +228,31 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
   const sources = await readSources(dir);
   let fileName = pulledFileName(uri);
   // That name holds another URI's file (another repository's model.gguf): this one keeps a
-  // longer name that tells them apart, node-llama-cpp's (hf_<user>_…) or, for a URL, its host and path.
-  if (fileName !== undefined && sources[fileName] !== undefined && sources[fileName] !== uri) fileName = uri.startsWith('hf:') ? undefined : urlFileName(uri);
+  // longer name that tells them apart, node-llama-cpp's (hf_<user>_…) or, for a URL, one with its hash.
+  if (fileName !== undefined && sources[fileName] !== undefined && sources[fileName] !== uri) fileName = uri.startsWith('hf:') ? undefined : urlFileName(uri, fileName);
   const present = await presentFile(uri, dir, fileName, llama);
   if (present !== undefined && (sources[basename(present)] ?? uri) === uri) return present;
   if (signal?.aborted) throw abortReason(signal);
   await checkReachable(downloadOrigin(uri), dir, signal);
   const onProgress = options.onProgress;
-  // node-llama-cpp's downloader waits forever on a connection that went quiet mid-file.
+  // node-llama-cpp's downloader waits forever on a connection that went quiet, mid-file or while
+  // it reads the file's size (0 turns this off).
   const stallMs = options.stallTimeoutMs ?? 60_000;
   const stalled = new AbortController();
   let last = { downloaded: -1, at: Date.now() };
-  const watchdog = setInterval(() => {
-    if (Date.now() - last.at < stallMs) return;
-    const at = last.downloaded > 0 ? ` after ${(last.downloaded / 2 ** 20).toFixed(1)} MiB` : '';
-    stalled.abort(new LlmqError('ERR_BACKEND_UNAVAILABLE', `could not download ${uri}: nothing arrived for ${stallMs / 1000} s${at}; run the pull again`));
-  }, Math.min(1_000, stallMs / 4));
+  const watchdog =
+    stallMs > 0
+      ? setInterval(() => {
+          if (Date.now() - last.at < stallMs) return;
+          const at = last.downloaded > 0 ? ` after ${sizeText(last.downloaded)}` : '';
+          stalled.abort(new LlmqError('ERR_BACKEND_UNAVAILABLE', `could not download ${uri}: nothing arrived for ${stallMs / 1000} s${at}; run the pull again`));
+        }, Math.min(1_000, stallMs / 4))
+      : undefined;
   const downloadSignal = signal === undefined ? stalled.signal : AbortSignal.any([signal, stalled.signal]);
+  let downloader: Awaited<ReturnType<typeof llama.createModelDownloader>> | undefined;
   let path: string;
   try {
-    const downloader = await llama.createModelDownloader({
+    const creating = llama.createModelDownloader({
       modelUri: uri,
       dirPath: dir,
       ...(fileName === undefined ? {} : { fileName }),
@@ -249,10 +265,15 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
       },
       ...(options.huggingFaceToken === undefined ? {} : { tokens: { huggingFace: options.huggingFaceToken } }),
     });
+    // It takes no signal: one that is never answered is left behind.
+    creating.catch(() => undefined);
+    downloader = await Promise.race([creating, rejectOnAbort(downloadSignal)]);
     path = await downloader.download({ signal: downloadSignal });
-    // A cancelled download resolves, its partial file removed.
-    if (downloadSignal.aborted) throw downloadSignal.reason;
+    // A cancelled download resolves; unless it finished first, its file is not there.
+    if (downloadSignal.aborted && !(await stat(path).then(() => true, () => false))) throw abortReason(downloadSignal);
   } catch (err) {
+    // node-llama-cpp does not wait for the partial file's removal: wait for it here.
+    if (downloadSignal.aborted) await downloader?.cancel().catch(() => undefined);
     if (signal?.aborted) throw abortReason(signal);
     if (stalled.signal.aborted) throw abortReason(stalled.signal);
     const message = (err as Error).message;

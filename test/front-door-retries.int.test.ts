@@ -300,15 +300,22 @@ describe('gateway front doors (OpenAI, TextSynth) and the job event stream', () 
       const connection = later.gateway.producer.connection;
       const report = await connection.get(redisKey);
       expect(report).not.toBeNull();
-      await connection.del(redisKey);
-      started = Date.now();
-      const pending = fetch(`${later.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'unpulled', prompt: 'hi' }) });
-      await sleep(300);
-      expect(await waiting()).toBe(before + 1);
-      await connection.set(redisKey, report!, 'PX', 90_000);
-      const res = await pending;
-      const elapsed = Date.now() - started;
-      await later.close();
+      let res: Response;
+      let elapsed: number;
+      try {
+        await connection.del(redisKey);
+        started = Date.now();
+        const pending = fetch(`${later.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'unpulled', prompt: 'hi' }) });
+        await sleep(300);
+        expect(await waiting()).toBe(before + 1);
+        await connection.set(redisKey, report!, 'PX', 90_000);
+        res = await pending;
+        elapsed = Date.now() - started;
+      } finally {
+        // Whatever happened, the next tests find the report and no extra gateway.
+        await connection.set(redisKey, report!, 'PX', 90_000);
+        await later.close();
+      }
       expect(res.status).toBe(503);
       expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/ERR_MODEL_FILE_MISSING.*The job was cancelled\.$/);
       expect(elapsed).toBeGreaterThan(1_500);

@@ -48,9 +48,10 @@ program
   .option('-w, --wait', 'wait for the result')
   .option('-s, --stream', 'stream tokens to stdout')
   .action(async (model: string, prompt: string | undefined, o: { maxTokens?: number; temperature?: number; priority?: number; idempotencyKey?: string; json?: string; wait?: boolean; stream?: boolean }) => {
-    const extra = o.json ? (JSON.parse(o.json) as Record<string, unknown>) : {};
+    const extra: unknown = o.json ? JSON.parse(o.json) : {};
+    if (typeof extra !== 'object' || extra === null || Array.isArray(extra)) throw new InvalidArgumentError(`--json must be a JSON object, got ${o.json}`);
     // Standard input is the prompt only when neither the argument nor --json gives one.
-    const fromJson = extra.prompt !== undefined || extra.messages !== undefined;
+    const fromJson = 'prompt' in extra || 'messages' in extra;
     const body = {
       model,
       ...(prompt !== undefined || !fromJson ? { prompt: prompt ?? readFileSync(0, 'utf8') } : {}),

@@ -75,6 +75,10 @@ describe('llamaCppBackend definition', () => {
     const sized = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf', context_size: 512 }, { configDir: configWithTemplates({}) });
     expect(sized.checkRequest?.({ model: 'm', prompt: 'x', min_tokens: 512 })).toMatchObject({ param: 'min_tokens', message: expect.stringMatching(/context of 512 tokens.*fewer than 512/) });
     expect(sized.checkRequest?.({ model: 'm', prompt: 'x', min_tokens: 511 })).toBeUndefined();
+    // llama.cpp may round a context up to a multiple of 256: only what cannot fit that is refused.
+    const odd = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf', context_size: 500 }, { configDir: configWithTemplates({}) });
+    expect(odd.checkRequest?.({ model: 'm', prompt: 'x', min_tokens: 505 })).toBeUndefined();
+    expect(odd.checkRequest?.({ model: 'm', prompt: 'x', min_tokens: 512 })).toMatchObject({ param: 'min_tokens', message: expect.stringMatching(/at most 512 tokens \(its context_size 500, rounded up\)/) });
     // Left to node-llama-cpp, the context's size is known only once the worker loads the model.
     const auto = resolveCapabilities(llamaCppBackend, { model_path: 'm.gguf' }, { configDir: configWithTemplates({}) });
     expect(auto.checkRequest?.({ model: 'm', prompt: 'x', min_tokens: 100_000 })).toBeUndefined();

@@ -35,14 +35,15 @@ function seedProblem(seed: number | undefined): { param: string; message: string
 /**
  * A `min_tokens` the model's context cannot hold: the sequence holds the prompt (at least one
  * token) and the answer together, so the answer would end at the context's end, short of it.
- * Unknowable here when `context_size` is left to node-llama-cpp (it sizes it at load).
+ * llama.cpp may round `context_size` up to a multiple of 256, so that is the bound. Unknowable
+ * here when `context_size` is left to node-llama-cpp (it sizes it at load).
  */
 function minTokensProblem(minTokens: number | undefined, contextSize: number | undefined): { param: string; message: string } | undefined {
-  if (minTokens === undefined || contextSize === undefined || minTokens < contextSize) return undefined;
-  return {
-    param: 'min_tokens',
-    message: `${minTokens} tokens cannot fit in this model's context of ${contextSize} tokens (its context_size), which holds the prompt too; ask for fewer than ${contextSize}`,
-  };
+  if (minTokens === undefined || contextSize === undefined) return undefined;
+  const most = Math.ceil(contextSize / 256) * 256;
+  if (minTokens < most) return undefined;
+  const size = most === contextSize ? `${contextSize} tokens (its context_size)` : `at most ${most} tokens (its context_size ${contextSize}, rounded up)`;
+  return { param: 'min_tokens', message: `${minTokens} tokens cannot fit in this model's context of ${size}, which holds the prompt too; ask for fewer than ${most}` };
 }
 
 /**

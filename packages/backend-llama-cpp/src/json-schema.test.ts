@@ -48,7 +48,7 @@ describe('checkJsonSchema', () => {
     expect(at({ type: 'string', format: 'date', maxLength: 4 })).toBe('.format');
     expect(at({ type: 'object', properties: { a: { type: 'string' } }, required: ['a', 'b'] })).toBe('.required');
     expect(at({ type: 'object', properties: { a: { type: 'string' } }, additionalProperties: true })).toBe('.additionalProperties');
-    expect(at({ type: 'object', minProperties: 2 })).toBe('.minProperties');
+    expect(at({ type: 'object', properties: { a: { type: 'string' } }, minProperties: 2 })).toBe('.minProperties');
     expect(at({ type: 'object', properties: { a: false } })).toBe('.properties.a');
     expect(at({ type: 'array', prefixItems: [{ type: 'string' }], items: false })).toBe('.items');
     expect(at({ type: 'array', prefixItems: [{ type: 'string' }, { type: 'string' }], maxItems: 1 })).toBe('.prefixItems');
@@ -118,6 +118,11 @@ describe('toGrammarSchema', () => {
     });
     // An object without properties has any keys (node-llama-cpp alone: always {}); an array without items any items.
     expect(toGrammarSchema({ type: 'object' })).toEqual({ type: 'object', additionalProperties: true });
+    expect(toGrammarSchema({ type: 'object', properties: {} })).toEqual({ type: 'object', additionalProperties: true });
+    // So counts of an open object's keys can be enforced.
+    expect(checkJsonSchema({ type: 'object', minProperties: 1 })).toBeUndefined();
+    expect(toGrammarSchema({ type: 'object', minProperties: 1 })).toEqual({ type: 'object', minProperties: 1, additionalProperties: true });
+    expect(checkJsonSchema({ type: 'object', additionalProperties: false, maxProperties: 1 })?.path).toBe('.maxProperties');
     expect(toGrammarSchema({ type: 'object', properties: { a: { type: 'string' } } })).toEqual({ type: 'object', properties: { a: { type: 'string' } } });
     expect(toGrammarSchema({ type: 'array', maxItems: 2 })).toMatchObject({ type: 'array', maxItems: 2, items: any });
     expect(toGrammarSchema({ type: 'array', prefixItems: [{ type: 'integer' }] })).toEqual({ type: 'array', prefixItems: [{ type: 'integer' }] });

@@ -110,13 +110,15 @@ function checkSchema(schema: unknown, path: string, defs: ReadonlySet<string>, r
   }
   if (!root && keys.some((key) => key === '$defs' || key === 'definitions')) return problem(path, 'definitions are followed only at the top of the schema');
   if ('format' in schema && ('minLength' in schema || 'maxLength' in schema)) return problem(`${path}.format`, 'format next to minLength/maxLength cannot be enforced (the format wins)');
-  const properties = isObject(schema.properties) ? schema.properties : undefined;
+  // `properties: {}` lists nothing: an open object, as without it.
+  const properties = isObject(schema.properties) && Object.keys(schema.properties).length > 0 ? schema.properties : undefined;
   const extra = schema.additionalProperties;
   if (properties !== undefined && extra !== undefined && extra !== false) {
     return problem(`${path}.additionalProperties`, 'additionalProperties next to properties cannot be enforced (an extra key may repeat a listed one); use false, or leave properties out');
   }
-  if (('minProperties' in schema || 'maxProperties' in schema) && (properties !== undefined || extra === undefined || extra === false)) {
-    return problem(`${path}.${'minProperties' in schema ? 'minProperties' : 'maxProperties'}`, 'minProperties/maxProperties are enforced only with additionalProperties and without properties');
+  // Without properties an object is open (additionalProperties, or any values when left out).
+  if (('minProperties' in schema || 'maxProperties' in schema) && (properties !== undefined || extra === false)) {
+    return problem(`${path}.${'minProperties' in schema ? 'minProperties' : 'maxProperties'}`, 'minProperties/maxProperties are enforced only on an object without properties whose additionalProperties is not false');
   }
   for (const key of keys) {
     const found = checkKeyword(schema, key, `${path}.${key}`, defs);
@@ -297,6 +299,10 @@ function rewrite(schema: unknown, state: { anyJson: boolean }): unknown {
 
 /** An object without properties is any object, an array without items any array (JSON Schema's reading). */
 function openEnded(s: Record<string, unknown>, state: { anyJson: boolean }): Record<string, unknown> {
+  if (s.type === 'object' && isObject(s.properties) && Object.keys(s.properties).length === 0) {
+    const { properties: _none, ...rest } = s;
+    return openEnded(rest, state);
+  }
   if (s.type === 'object' && s.properties === undefined && s.additionalProperties === undefined) return { ...s, additionalProperties: true };
   if (s.type === 'array' && s.items === undefined && s.prefixItems === undefined) {
     state.anyJson = true;

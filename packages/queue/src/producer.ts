@@ -610,11 +610,16 @@ export class Producer {
   /**
    * notServedHint() for a caller that can wait one read: a snapshot older than 5 s is read again
    * first (one MGET, and one CLIENT LIST when some worker reported), so the first request after
-   * start or a quiet spell is told too.
+   * start or a quiet spell is told too. A read slower than 500 ms is not waited for (the snapshot
+   * is a hint: the job is enqueued, and its wait's poll finds out); it never fails the caller.
    */
   async notServedFresh(model: string): Promise<UnservedReport | undefined> {
-    if (Date.now() - this.unservedReadAt > 5_000) await this.bounded(this.refreshUnserved());
-    return this.unservedSnapshot.get(model);
+    if (Date.now() - this.unservedReadAt > 5_000) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.refreshUnserved(), new Promise<void>((r) => (timer = setTimeout(r, 500)))]);
+      clearTimeout(timer);
+    }
+    return this.notServedHint(model);
   }
 
   /** Reads the snapshot again; one read at a time, shared by whoever asks meanwhile. Never rejects. */

@@ -47,6 +47,9 @@ describe('llmq CLI against a running stack', () => {
     // Without one, standard input is still the prompt.
     const piped = await cli(stack, ['enqueue', 'echo', '--wait'], { stdin: 'from stdin' });
     expect(JSON.parse(piped.stdout).result.text).toBe('from stdin');
+    const notObject = await cli(stack, ['enqueue', 'echo', 'x', '--json', 'null']);
+    expect(notObject.code).toBe(1);
+    expect(notObject.stderr).toContain('--json must be a JSON object, got null');
   }, 30_000);
 
   it('Ctrl-C during enqueue --stream leaves the job running and names the command that cancels it', async () => {

@@ -1,10 +1,11 @@
+import { resolve } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '@llmq/config';
 import { silentLogger } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { startConnector } from '@llmq/connector';
-import { seedWorkerConfig } from '../apps/cli/src/mongo-worker.js';
+import { checkSeedRequest, seedWorkerConfig } from '../apps/cli/src/mongo-worker.js';
 import { startStack, type Stack } from './helpers/stack.js';
 
 describe('connector', () => {
@@ -57,5 +58,20 @@ describe('llmq mongo-worker (seed compatibility)', () => {
     expect(env.models[0]!.concurrency).toBe(3);
     expect(env.sources[0]!.options).toMatchObject({ db: 'd', collection: 'r', params: { max_tokens: 64 } });
     expect(() => seedWorkerConfig(['--model', 'other', '--db_name', 'd', '--requests_collection', 'r', '--mongo_connection_string', 'mongodb://x'], {}, base)).toThrow(/--model "other" is not declared/);
+  });
+
+  it('checks at start, before any model loads, the template and lengths every document would be refused for', async () => {
+    const base = loadConfig({
+      inline: { models: [{ name: 'phi3', backend: 'llama-cpp', options: { model_path: '/nonexistent/phi3.gguf', context_size: 512, templates_dir: resolve('config/templates') } }] },
+      env: {},
+    });
+    const seed = (...flags: string[]) => seedWorkerConfig(['--model', 'phi3', '--db_name', 'd', '--requests_collection', 'r', '--mongo_connection_string', 'mongodb://x', ...flags], {}, base);
+    const check = async (...flags: string[]) => {
+      const config = seed(...flags);
+      checkSeedRequest(await createPlatform(config), config);
+    };
+    await expect(check('--template', 'templates/phi3.template', '--min_len', '5', '--max_len', '200')).resolves.toBeUndefined();
+    await expect(check('--template', 'templates/nope.template')).rejects.toThrow(/^ERR_CONFIG_INVALID: mongo-worker: --template: model "phi3" has no template "nope" \(available: .*phi3/);
+    await expect(check('--min_len', '600')).rejects.toThrow(/mongo-worker: --min_len: 600 tokens cannot fit in this model's context of 512 tokens/);
   });
 });

@@ -1,7 +1,7 @@
 import { parseSeedWorkerArgs } from '@llmq/adapter-mongodb';
-import { LlmqError, onShutdownSignals } from '@llmq/core';
+import { LlmqError, errorDetail, onShutdownSignals, type JobRequest } from '@llmq/core';
 import { loadConfig, type ResolvedConfig } from '@llmq/config';
-import { createPlatform } from '@llmq/platform';
+import { createPlatform, validateForModel, type Platform } from '@llmq/platform';
 import { createLogger } from '@llmq/queue';
 import { startConnector } from '@llmq/connector';
 import { startWorker } from '@llmq/worker';
@@ -28,11 +28,33 @@ export function seedWorkerConfig(argv: readonly string[], env: Readonly<Record<s
   };
 }
 
+/** The seed flag each request field comes from, for a message that names what to change. */
+const SEED_FLAGS: Record<string, string> = { template: '--template', min_tokens: '--min_len', max_tokens: '--max_len' };
+
+/**
+ * Checks, before any model loads, the request every document becomes (template, min and max
+ * length) against the model: a template that is not there, or a length the model refuses, stops
+ * start-up naming the flag, instead of marking each document invalid.
+ */
+export function checkSeedRequest(platform: Platform, config: ResolvedConfig): void {
+  const options = (config.sources[0]?.options ?? {}) as { model?: string; template?: string; params?: Record<string, unknown> };
+  const probe = { model: options.model, prompt: 'x', ...(options.template === undefined ? {} : { template: options.template }), ...options.params } as JobRequest;
+  try {
+    validateForModel(platform, probe);
+  } catch (err) {
+    if (!(err instanceof LlmqError)) throw err;
+    const field = (err.param ?? '').split('.')[0] ?? '';
+    const flag = SEED_FLAGS[field];
+    throw new LlmqError('ERR_CONFIG_INVALID', `mongo-worker: ${flag ?? 'the request each document becomes'}: ${errorDetail(err.message).replace(/^[a-z_]+: /, '')}`, { param: flag ?? field });
+  }
+}
+
 export async function runMongoWorker(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = process.env): Promise<void> {
   const base = loadConfig({ env });
   const config = seedWorkerConfig(argv, env, base);
   const logger = createLogger({ level: config.log_level, name: 'llmq-mongo-worker' });
   const platform = await createPlatform(config);
+  checkSeedRequest(platform, config);
   const worker = await startWorker({ platform, logger, env });
   const connector = await startConnector({ platform, logger, env });
   logger.info({ model: config.worker.models[0], concurrency: config.models.find((m) => m.name === config.worker.models[0])?.concurrency }, 'mongo-worker running: source, worker and write-back in one process');

@@ -3,7 +3,7 @@ import { collectDefaultMetrics } from 'prom-client';
 import { loadConfig } from '@llmq/config';
 import { onShutdownSignals } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
-import { createLogger } from '@llmq/queue';
+import { createLogger, exitOnStartupError } from '@llmq/queue';
 import { startMetricsServer } from '@llmq/worker';
 import { startConnector } from './run.js';
 
@@ -28,7 +28,4 @@ async function main(): Promise<void> {
   onShutdownSignals(logger, stop);
 }
 
-main().catch((err: unknown) => {
-  console.error(`llmq connector: ${(err as Error).message}`);
-  process.exit(1);
-});
+main().catch(exitOnStartupError('llmq-connector'));

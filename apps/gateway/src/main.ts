@@ -3,7 +3,7 @@ import { collectDefaultMetrics } from 'prom-client';
 import { loadConfig } from '@llmq/config';
 import { onShutdownSignals } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
-import { createLogger } from '@llmq/queue';
+import { createLogger, exitOnStartupError } from '@llmq/queue';
 import { serveGateway } from './serve.js';
 
 async function main(): Promise<void> {
@@ -20,7 +20,4 @@ async function main(): Promise<void> {
   onShutdownSignals(logger, stop);
 }
 
-main().catch((err: unknown) => {
-  console.error(`llmq gateway: ${(err as Error).message}`);
-  process.exit(1);
-});
+main().catch(exitOnStartupError('llmq-gateway'));

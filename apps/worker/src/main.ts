@@ -3,7 +3,7 @@ import { collectDefaultMetrics } from 'prom-client';
 import { loadConfig } from '@llmq/config';
 import { onShutdownSignals } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
-import { createLogger } from '@llmq/queue';
+import { createLogger, exitOnStartupError } from '@llmq/queue';
 import { startMetricsServer } from './metrics-server.js';
 import { startWorker } from './run.js';
 
@@ -40,7 +40,4 @@ async function main(): Promise<void> {
   onShutdownSignals(logger, stop);
 }
 
-main().catch((err: unknown) => {
-  console.error(`llmq worker: ${(err as Error).message}`);
-  process.exit(1);
-});
+main().catch(exitOnStartupError('llmq-worker'));

@@ -14,3 +14,17 @@ export function createLogger(options: { level?: string; name?: string } = {}): P
     base: { pid: process.pid },
   });
 }
+
+/**
+ * The end of an entry point that could not start: why, as one JSON line at `fatal` like every
+ * other line it logs (a log pipeline parsing JSON would drop a plain-text one, and this is the
+ * line that matters), with the error's code; then exit status 1.
+ */
+export function exitOnStartupError(name: string): (err: unknown) => never {
+  return (err) => {
+    const e: Error & { code?: unknown; param?: unknown } = err instanceof Error ? err : new Error(String(err));
+    const fields = { code: typeof e.code === 'string' ? e.code : undefined, param: typeof e.param === 'string' ? e.param : undefined };
+    createLogger({ name }).fatal(fields, `could not start: ${e.message}`);
+    process.exit(1);
+  };
+}

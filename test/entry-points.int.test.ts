@@ -1,0 +1,22 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { REPO } from './helpers/processes.js';
+
+describe('service entry points that cannot start', () => {
+  it('say why as one JSON log line at fatal, with the code, and exit 1', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'llmq-entry-'));
+    const config = join(dir, 'llmq.yaml');
+    writeFileSync(config, 'models: [{ name: 1 }]\n');
+    for (const app of ['gateway', 'worker', 'connector']) {
+      const run = spawnSync(process.execPath, [join(REPO, `apps/${app}/dist/main.js`)], { cwd: REPO, env: { ...process.env, LLMQ_CONFIG: config }, encoding: 'utf8', timeout: 30_000 });
+      expect(run.status, `${app}: ${run.stdout}${run.stderr}`).toBe(1);
+      // Every line it wrote is JSON (a log pipeline parsing JSON loses none), the last says why.
+      const lines = run.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines.at(-1), app).toMatchObject({ level: 60, name: `llmq-${app}`, code: 'ERR_CONFIG_INVALID', param: 'models[0].name', msg: expect.stringMatching(/^could not start: .*llmq\.yaml: models\[0\]\.name/) });
+      expect(run.stderr, app).toBe('');
+    }
+  });
+});

@@ -147,9 +147,10 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
         const giveUp = giveUpRetry(entry, code, (err as LlmqError).details);
         const reason = giveUp ? `${message}${NOT_RETRIED}` : message;
         if (reason !== skip.reason) {
-          notServed(skip.model, code, reason, '');
           skip.reason = reason;
+          // Reported before it is logged, so whoever reads the log finds the API saying the same.
           await reporter.set(skip.model, reason);
+          notServed(skip.model, code, reason, '');
         }
         if (giveUp) remove(retrying, entry);
         continue;

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCode } from '@llmq/core';
 import { buildTinyGguf } from '@llmq/testing';
-import { downloadOrigin, pulledFileName, pullModel } from './pull.js';
+import { downloadOrigin, pulledFileName, pullModel, urlFileName } from './pull.js';
 
 const model = buildTinyGguf({ seed: 5 });
 let server: Server;
@@ -194,6 +194,17 @@ describe('pullModel', () => {
     // Another URL whose folders would flatten to the same text, or that differs by its query, is a third file.
     const third = await pullModel({ uri: `${base}/b/model.gguf?v=2`, dir: into });
     expect([first, other]).not.toContain(third);
+  });
+
+  it('names a second URL\'s file so that node-llama-cpp and its downloader keep the name whole', () => {
+    expect(urlFileName('https://h/b/model.gguf', 'model.gguf')).toMatch(/^model-[0-9a-f]{10}\.gguf$/);
+    // A split model's parts are found by their -0000k-of-0000n suffix: the hash goes before it.
+    expect(urlFileName('https://h/b/m-00001-of-00002.gguf', 'm-00001-of-00002.gguf')).toMatch(/^m-[0-9a-f]{10}-00001-of-00002\.gguf$/);
+    // The downloader cuts names to 100 characters: a long one is cut before the hash, not through it.
+    const long = urlFileName('https://h/b/x.gguf', `${'x'.repeat(150)}-00001-of-00003.gguf`);
+    expect(long.length).toBeLessThanOrEqual(100);
+    expect(long).toMatch(/^x+-[0-9a-f]{10}-00001-of-00003\.gguf$/);
+    expect(urlFileName('https://h/a_b/model.gguf', 'model.gguf')).not.toBe(urlFileName('https://h/a/b/model.gguf', 'model.gguf'));
   });
 
   it('fails, leaving no partial file, when the download goes quiet mid-file', async () => {

@@ -153,14 +153,25 @@ async function recordSource(dir: string, path: string, uri: string): Promise<voi
 
 /**
  * A URL's file name that tells it from another URL's file of the same name (another folder,
- * another query): the name with a hash of the whole URL, `model-1a2b3c4d5e.gguf`.
+ * another query): the name with a hash of the whole URL, `model-1a2b3c4d5e.gguf`. The hash goes
+ * before a split model's part suffix (`model-1a2b3c4d5e-00001-of-00002.gguf`), which
+ * node-llama-cpp must still recognise, and the name stays within the 100 characters the
+ * downloader keeps of a file name (it cuts longer ones, the hash with them).
  */
-function urlFileName(uri: string, name: string): string {
-  return `${name.slice(0, -'.gguf'.length).slice(0, 180)}-${createHash('sha256').update(uri).digest('hex').slice(0, 10)}.gguf`;
+export function urlFileName(uri: string, name: string): string {
+  const split = /-\d{5}-of-\d{5}(?=\.gguf$)/i.exec(name)?.[0] ?? '';
+  const hash = createHash('sha256').update(uri).digest('hex').slice(0, 10);
+  const base = name.slice(0, name.length - '.gguf'.length - split.length).slice(0, 100 - '.gguf'.length - split.length - hash.length - 1);
+  return `${base}-${hash}${split}.gguf`;
 }
 
 function sizeText(bytes: number): string {
   return bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`;
+}
+
+async function allSaved(files: readonly { filePath: string }[]): Promise<boolean> {
+  const saved = await Promise.all(files.map((f) => stat(f.filePath).then(() => true, () => false)));
+  return saved.length > 0 && saved.every(Boolean);
 }
 
 /** Rejects with the signal's reason once it aborts. */
@@ -269,8 +280,9 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
     creating.catch(() => undefined);
     downloader = await Promise.race([creating, rejectOnAbort(downloadSignal)]);
     path = await downloader.download({ signal: downloadSignal });
-    // A cancelled download resolves; unless it finished first, its file is not there.
-    if (downloadSignal.aborted && !(await stat(path).then(() => true, () => false))) throw abortReason(downloadSignal);
+    // A cancelled download resolves; unless it finished first, its files (every part of a split
+    // model) are not all there: each is renamed into place only once whole.
+    if (downloadSignal.aborted && !(await allSaved(downloader.filesInfo))) throw abortReason(downloadSignal);
   } catch (err) {
     // node-llama-cpp does not wait for the partial file's removal: wait for it here.
     if (downloadSignal.aborted) await downloader?.cancel().catch(() => undefined);

@@ -23,7 +23,9 @@ export function createLogger(options: { level?: string; name?: string } = {}): P
 export function exitOnStartupError(name: string): (err: unknown) => never {
   return (err) => {
     const e: Error & { code?: unknown; param?: unknown } = err instanceof Error ? err : new Error(String(err));
-    const fields = { code: typeof e.code === 'string' ? e.code : undefined, param: typeof e.param === 'string' ? e.param : undefined };
+    const code = typeof e.code === 'string' ? e.code : undefined;
+    // An error without an llmq code is a defect, not a setup mistake: its stack says where.
+    const fields = { code, param: typeof e.param === 'string' ? e.param : undefined, ...(code?.startsWith('ERR_') ? {} : { stack: e.stack }) };
     createLogger({ name }).fatal(fields, `could not start: ${e.message}`);
     process.exit(1);
   };

@@ -22,6 +22,7 @@ beforeAll(async () => {
   server = createServer((req, res) => {
     const url = (req.url ?? '').split('?')[0] ?? '';
     requests.push(url);
+    if (url.endsWith('/hang.gguf')) return; // no answer at all: the downloader's setup waits on it
     if (url.endsWith('/stall.gguf')) {
       // Headers and the first bytes, then nothing: a connection gone quiet mid-file.
       res.writeHead(200, { 'content-length': model.length });
@@ -215,6 +216,14 @@ describe('pullModel', () => {
     expect(err?.message).toMatch(/nothing arrived for 1 s.*run the pull again/);
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(readdirSync(into).filter((f) => f.includes('stall'))).toEqual([]);
+  });
+
+  it('fails, too, when the server never answers the downloader (its setup takes no signal)', async () => {
+    const started = Date.now();
+    const err = await failure(pullModel({ uri: `${base}/files/hang.gguf`, dir: join(dir, 'hang'), stallTimeoutMs: 1_000 }));
+    expect(errorCode(err), String(err)).toBe('ERR_BACKEND_UNAVAILABLE');
+    expect(err?.message).toMatch(/nothing arrived for 1 s; run the pull again/);
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it('takes a binary-split part URI (node-llama-cpp joins the parts) past the URI check', async () => {

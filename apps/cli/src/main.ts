@@ -68,21 +68,18 @@ program
       process.stderr.write(`\njob ${job.id} keeps running; \`llmq cancel ${job.id}\` stops it\n`);
       process.exit(130);
     });
-    let streamed = false;
     /** The text printed of the current run's answer. */
     let printed = '';
     for await (const e of c.events(job.id)) {
       if (e.event === 'token' && o.stream) {
         process.stdout.write(e.data.text);
         printed += e.data.text;
-        streamed = true;
       }
       // A retry or a fallback model starts the answer over: a terminal cannot take back what it
       // printed, so say where the new answer begins.
-      if (e.event === 'status' && o.stream && streamed && (e.data.will_retry || e.data.restarted)) {
+      if (e.event === 'status' && o.stream && printed !== '' && (e.data.will_retry || e.data.restarted)) {
         process.stdout.write('\n');
         process.stderr.write(e.data.will_retry ? `[attempt ${e.data.attempts} failed (${e.data.error?.code ?? 'error'}): the answer starts over]\n` : '[the answer starts over (a fallback model, or another worker)]\n');
-        streamed = false;
         printed = '';
       }
       if (e.event === 'completed') {
@@ -95,7 +92,7 @@ program
         return;
       }
       if (e.event === 'failed' || e.event === 'cancelled') {
-        if (streamed) process.stdout.write('\n');
+        if (printed !== '') process.stdout.write('\n');
         print(e.data);
         process.exitCode = 1;
         return;

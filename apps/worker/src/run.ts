@@ -108,8 +108,9 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
       const code = errorCode(err);
       if (code && SKIPPABLE.has(code)) {
         // Kept as the reason clients are told: one that is not tried again says what ends it.
-        const reason = RETRIED.has(code) ? (err as Error).message : `${(err as Error).message}${NOT_RETRIED}`;
-        notServed(name, code, reason, RETRIED.has(code) ? ` (trying again every ${RETRY_MS / 1000} s)` : '');
+        const retried = RETRIED.has(code);
+        const reason = retried ? (err as Error).message : `${(err as Error).message}${NOT_RETRIED}`;
+        notServed(name, code, reason, retried ? ` (trying again every ${RETRY_MS / 1000} s)` : '');
         skipped.push({ model: name, reason });
         continue;
       }

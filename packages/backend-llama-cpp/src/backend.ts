@@ -37,7 +37,7 @@ import { DEFAULT_CONTEXT_SIZE, type ResolvedLlamaCppOptions } from './config.js'
 import { closingBias, closingStart, finiteJsonNumbers } from './json-grammar.js';
 import { responseFormatProblem, toGrammarSchema } from './json-schema.js';
 import { acquireModel, type ModelHandle } from './runtime.js';
-import { SlotPool, abortReason } from './slot-pool.js';
+import { SlotPool, abortReason, raceAbort } from './slot-pool.js';
 import { counters } from './stats.js';
 import { StopStringStream } from './stop-strings.js';
 import { compileJinjaTemplate, loadTemplate, type PromptSegment, type PromptTemplate } from './templates.js';
@@ -74,25 +74,6 @@ export interface PreparedPrompt {
 
 function throwIfAborted(signal: AbortSignal): void {
   if (signal.aborted) throw abortReason(signal);
-}
-
-/** Settles like `work`, or rejects with the abort reason as soon as `signal` fires. */
-function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortReason(signal));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    void work.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  });
 }
 
 /** The token llama.cpp puts before every input (node-llama-cpp's rule, as in its LlamaCompletion). */

@@ -68,6 +68,8 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 const isAnnotation = (key: string) => ANNOTATIONS.has(key) || key.startsWith('x-');
 const isPrimitive = (v: unknown) => v === null || ['string', 'number', 'boolean'].includes(typeof v);
 const problem = (path: string, message: string): SchemaProblem => ({ path, message });
+/** `properties` that list something: `properties: {}` lists nothing, an open object as without it. */
+const listsProperties = (v: unknown): v is Record<string, unknown> => isObject(v) && Object.keys(v).length > 0;
 
 /** The first part of `schema` that grammar-constrained decoding cannot enforce, or `undefined`. */
 export function checkJsonSchema(schema: unknown): SchemaProblem | undefined {
@@ -110,8 +112,7 @@ function checkSchema(schema: unknown, path: string, defs: ReadonlySet<string>, r
   }
   if (!root && keys.some((key) => key === '$defs' || key === 'definitions')) return problem(path, 'definitions are followed only at the top of the schema');
   if ('format' in schema && ('minLength' in schema || 'maxLength' in schema)) return problem(`${path}.format`, 'format next to minLength/maxLength cannot be enforced (the format wins)');
-  // `properties: {}` lists nothing: an open object, as without it.
-  const properties = isObject(schema.properties) && Object.keys(schema.properties).length > 0 ? schema.properties : undefined;
+  const properties = listsProperties(schema.properties) ? schema.properties : undefined;
   const extra = schema.additionalProperties;
   if (properties !== undefined && extra !== undefined && extra !== false) {
     return problem(`${path}.additionalProperties`, 'additionalProperties next to properties cannot be enforced (an extra key may repeat a listed one); use false, or leave properties out');
@@ -299,11 +300,10 @@ function rewrite(schema: unknown, state: { anyJson: boolean }): unknown {
 
 /** An object without properties is any object, an array without items any array (JSON Schema's reading). */
 function openEnded(s: Record<string, unknown>, state: { anyJson: boolean }): Record<string, unknown> {
-  if (s.type === 'object' && isObject(s.properties) && Object.keys(s.properties).length === 0) {
+  if (s.type === 'object' && !listsProperties(s.properties)) {
     const { properties: _none, ...rest } = s;
-    return openEnded(rest, state);
+    return rest.additionalProperties === undefined ? { ...rest, additionalProperties: true } : rest;
   }
-  if (s.type === 'object' && s.properties === undefined && s.additionalProperties === undefined) return { ...s, additionalProperties: true };
   if (s.type === 'array' && s.items === undefined && s.prefixItems === undefined) {
     state.anyJson = true;
     return { ...s, items: ANY_JSON_REF };

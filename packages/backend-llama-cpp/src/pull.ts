@@ -3,7 +3,7 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { LlmqError } from '@llmq/core';
 import { checkModelFile } from './model-file.js';
-import { abortReason } from './slot-pool.js';
+import { abortReason, raceAbort } from './slot-pool.js';
 
 export interface PullModelOptions {
   /**
@@ -174,14 +174,6 @@ async function allSaved(files: readonly { filePath: string }[]): Promise<boolean
   return saved.length > 0 && saved.every(Boolean);
 }
 
-/** Rejects with the signal's reason once it aborts. */
-function rejectOnAbort(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(abortReason(signal));
-    else signal.addEventListener('abort', () => reject(abortReason(signal)), { once: true });
-  });
-}
-
 /** How long the reachability check waits for any answer. */
 const REACH_TIMEOUT_MS = 15_000;
 
@@ -263,22 +255,23 @@ export async function pullModel(options: PullModelOptions): Promise<string> {
   let downloader: Awaited<ReturnType<typeof llama.createModelDownloader>> | undefined;
   let path: string;
   try {
-    const creating = llama.createModelDownloader({
-      modelUri: uri,
-      dirPath: dir,
-      ...(fileName === undefined ? {} : { fileName }),
-      skipExisting: true,
-      deleteTempFileOnCancel: true,
-      showCliProgress: false,
-      onProgress: (s: { totalSize: number; downloadedSize: number }) => {
-        if (s.downloadedSize !== last.downloaded) last = { downloaded: s.downloadedSize, at: Date.now() };
-        onProgress?.(s.totalSize > 0 ? { downloaded: s.downloadedSize, total: s.totalSize } : { downloaded: s.downloadedSize });
-      },
-      ...(options.huggingFaceToken === undefined ? {} : { tokens: { huggingFace: options.huggingFaceToken } }),
-    });
     // It takes no signal: one that is never answered is left behind.
-    creating.catch(() => undefined);
-    downloader = await Promise.race([creating, rejectOnAbort(downloadSignal)]);
+    downloader = await raceAbort(
+      llama.createModelDownloader({
+        modelUri: uri,
+        dirPath: dir,
+        ...(fileName === undefined ? {} : { fileName }),
+        skipExisting: true,
+        deleteTempFileOnCancel: true,
+        showCliProgress: false,
+        onProgress: (s: { totalSize: number; downloadedSize: number }) => {
+          if (s.downloadedSize !== last.downloaded) last = { downloaded: s.downloadedSize, at: Date.now() };
+          onProgress?.(s.totalSize > 0 ? { downloaded: s.downloadedSize, total: s.totalSize } : { downloaded: s.downloadedSize });
+        },
+        ...(options.huggingFaceToken === undefined ? {} : { tokens: { huggingFace: options.huggingFaceToken } }),
+      }),
+      downloadSignal,
+    );
     path = await downloader.download({ signal: downloadSignal });
     // A cancelled download resolves; unless it finished first, its files (every part of a split
     // model) are not all there: each is renamed into place only once whole.

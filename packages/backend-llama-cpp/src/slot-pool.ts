@@ -6,6 +6,26 @@ export function abortReason(signal: AbortSignal): Error {
   return reason instanceof Error ? reason : new LlmqError('ERR_JOB_CANCELLED', 'aborted');
 }
 
+/** Settles like `work`, or rejects with the abort reason as soon as `signal` fires. */
+export function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortReason(signal));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    // Followed even once aborted: a work that fails later is not an unhandled rejection.
+    void work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}
+
 /**
  * A fixed set of slots (context sequences) handed out first come, first served. A waiter whose
  * signal fires leaves the queue at once; a slot is handed straight to the next waiter on release.

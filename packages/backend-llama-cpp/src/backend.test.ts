@@ -315,6 +315,15 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     expect(s3.text).not.toBe(s1.text);
   });
 
+  it('takes top_p 0 as "only the most likely token": the greedy answer whatever the seed', async () => {
+    const prompt = 'Once upon a time';
+    const greedy = await run(backend, { prompt, max_tokens: 24, temperature: 0 });
+    for (const seed of [11, 12, 13]) {
+      const out = await run(backend, { prompt, max_tokens: 24, temperature: 1.5, top_k: 0, min_p: 0, top_p: 0, seed });
+      expect(out.text, `seed ${seed}`).toBe(greedy.text);
+    }
+  });
+
   it('honours max_tokens and streams exactly the returned text', async () => {
     const out = await run(backend, { prompt: 'Count:', max_tokens: 7, temperature: 0 });
     expect(out.finish_reason).toBe('length');

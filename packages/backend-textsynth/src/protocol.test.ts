@@ -65,6 +65,10 @@ describe('toRequest', () => {
     });
   });
 
+  it('says top_p 0 as top_k 1, whatever top_k was asked', () => {
+    expect(toRequest({ model: 'm', prompt: 'p', top_p: 0, top_k: 40 }, { stream: false, seed: undefined }).body).toEqual({ prompt: 'p', top_k: 1, stream: false });
+  });
+
   it('refuses more than five stop strings', () => {
     expect(() => toRequest({ model: 'm', prompt: 'p', stop: ['1', '2', '3', '4', '5', '6'] }, { stream: false, seed: undefined })).toThrow(
       expect.objectContaining({ code: 'ERR_REQUEST_UNSUPPORTED_PARAM', param: 'stop' }),

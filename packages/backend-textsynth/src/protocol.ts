@@ -43,8 +43,14 @@ export function toRequest(request: GenerationRequest, options: { stream: boolean
   };
   set('max_tokens', request.max_tokens);
   set('temperature', request.temperature);
-  set('top_k', request.top_k);
-  set('top_p', request.top_p);
+  if (request.top_p === 0) {
+    // "Only the most likely token": said as top_k 1, which ts_server surely takes (its top_p range
+    // is not documented to include 0).
+    body['top_k'] = 1;
+  } else {
+    set('top_k', request.top_k);
+    set('top_p', request.top_p);
+  }
   set('seed', options.seed);
   if (request.stop !== undefined) {
     const stops = Array.isArray(request.stop) ? request.stop : [request.stop];

@@ -29,6 +29,13 @@ describe('job request schema', () => {
     expect(fail('string').code).toBe('ERR_REQUEST_INVALID');
   });
 
+  it('takes top_p from 0 (only the most likely token) to 1, as OpenAI does', () => {
+    expect(parseJobRequest({ model: 'm', prompt: 'x', top_p: 0 }).top_p).toBe(0);
+    expect(parseJobRequest({ model: 'm', prompt: 'x', top_p: 1 }).top_p).toBe(1);
+    expect(fail({ model: 'm', prompt: 'x', top_p: -0.1 }).param).toBe('top_p');
+    expect(fail({ model: 'm', prompt: 'x', top_p: 1.1 }).param).toBe('top_p');
+  });
+
   it('refuses repeat_penalty 0, which llama.cpp divides by, saying 1 is off', () => {
     for (const repeat_penalty of [0, -1]) {
       const err = fail({ model: 'm', prompt: 'x', repeat_penalty });

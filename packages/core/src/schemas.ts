@@ -47,7 +47,8 @@ export const generationParamsShape = {
   max_tokens: z.int().min(1).max(1_000_000).optional(),
   min_tokens: z.int().min(0).max(1_000_000).optional(),
   temperature: z.number().min(0).max(2).optional(),
-  top_p: z.number().gt(0).max(1).optional(),
+  // 0 keeps only the most likely token (greedy), as OpenAI and llama.cpp take it.
+  top_p: z.number().min(0).max(1).optional(),
   top_k: z.int().min(0).max(100_000).optional(),
   min_p: z.number().min(0).max(1).optional(),
   seed: z.int().min(0).max(2 ** 32 - 1).optional(),

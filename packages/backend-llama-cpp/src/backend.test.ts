@@ -656,6 +656,32 @@ describe('llama-cpp backend: start-up errors', () => {
     expect(llamaCppStats()).toMatchObject({ liveModels: before.liveModels, liveContexts: before.liveContexts });
   });
 
+  it('says at start-up which templates do not load, and serves the others', async () => {
+    const templates = mkdtempSync(join(tmpdir(), 'llmq-llama-templates-'));
+    writeFileSync(join(templates, 'good.template'), 'Q: {prompt}\nA:');
+    writeFileSync(join(templates, 'bad.jinja'), '{% for m in messages %}{{ m.content }}');
+    writeFileSync(join(templates, 'twin.template'), '{prompt}');
+    writeFileSync(join(templates, 'twin.jinja'), '{{ messages[0].content }}');
+    const noted = () => logs.filter((l) => l.level === 'warn' && (l.obj as { broken_templates?: unknown }).broken_templates !== undefined);
+    const before = noted().length;
+    const b = await createBackend({ model_path: tinyPath, gpu: false, threads: 1, context_size: 128, templates_dir: templates }, 1);
+    try {
+      const warned = noted().slice(before);
+      expect(warned).toHaveLength(1);
+      const broken = (warned[0]!.obj as { broken_templates: { name: string; error: string }[] }).broken_templates;
+      expect(broken.map((t) => t.name)).toEqual(['bad', 'twin']);
+      expect(broken[0]!.error).toMatch(/not valid Jinja/);
+      expect(broken[1]!.error).toMatch(/ambiguous/);
+      expect(warned[0]!.msg).toMatch(/^2 templates do not load \(bad, twin\)/);
+      const messages = [{ role: 'user' as const, content: 'Hi' }];
+      expect((await run(b, { messages, template: 'good', max_tokens: 2, temperature: 0 })).usage.completion_tokens).toBeGreaterThan(0);
+      expect(errorCode(await failure(run(b, { messages, template: 'bad', max_tokens: 2 })))).toBe('ERR_CONFIG_INVALID');
+    } finally {
+      await b.close();
+      rmSync(templates, { recursive: true, force: true });
+    }
+  });
+
   it('ends a running job with ERR_WORKER_SHUTDOWN on close(), and refuses jobs after it', async () => {
     const b = await createBackend({ model_path: tinyPath, gpu: false, context_size: 512, threads: 1 }, 1);
     const running = startJob(b, { prompt: 'long', max_tokens: 100_000, temperature: 0 });

@@ -40,7 +40,7 @@ import { acquireModel, type ModelHandle } from './runtime.js';
 import { SlotPool, abortReason, raceAbort } from './slot-pool.js';
 import { counters } from './stats.js';
 import { StopStringStream } from './stop-strings.js';
-import { compileJinjaTemplate, loadTemplate, type PromptSegment, type PromptTemplate } from './templates.js';
+import { compileJinjaTemplate, listTemplates, loadTemplate, type PromptSegment, type PromptTemplate } from './templates.js';
 
 /** Sampling defaults when a job leaves a parameter out: llama.cpp server's defaults. */
 export const SAMPLING_DEFAULTS = { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05 } as const;
@@ -245,6 +245,7 @@ export class LlamaCppBackend implements Backend {
           throw new LlmqError('ERR_CONFIG_INVALID', `options.template: ${errorDetail((err as Error).message)}`, { cause: err, param: 'options.template' });
         });
       }
+      await backend.checkTemplates();
       logger.info(
         {
           model_path: options.modelPath,
@@ -304,6 +305,24 @@ export class LlamaCppBackend implements Backend {
   /** Sizes of the per-backend caches (bounded: at most 32 grammars; templates by distinct existing name). */
   get cacheSizes(): { grammars: number; templates: number } {
     return { grammars: this.grammars.size, templates: this.templates.size };
+  }
+
+  /**
+   * Compiles every template in the templates folder once, so that a broken one (a Jinja syntax
+   * error, both `x.template` and `x.jinja`) is reported when the worker starts rather than by the
+   * first job that names it. Those jobs still fail (ERR_CONFIG_INVALID); the rest are served.
+   */
+  private async checkTemplates(): Promise<void> {
+    const broken: { name: string; error: string }[] = [];
+    for (const name of listTemplates(this.options.templatesDir)) {
+      await this.template(name).catch((err: unknown) => broken.push({ name, error: errorDetail((err as Error).message) }));
+    }
+    if (broken.length > 0) {
+      this.logger.warn(
+        { templates_dir: this.options.templatesDir, broken_templates: broken },
+        `${broken.length === 1 ? 'a template does' : `${broken.length} templates do`} not load (${broken.map((b) => b.name).join(', ')}): jobs that name ${broken.length === 1 ? 'it' : 'them'} fail until the file is fixed`,
+      );
+    }
   }
 
   private template(name: string): Promise<PromptTemplate> {

@@ -180,6 +180,11 @@ const TEMPLATE_FILE = /^(.+)\.(template|jinja)$/;
  */
 export function findTemplate(dir: string, name: string): string[] | undefined {
   if (TEMPLATE_NAME.test(name) && (isFileSync(join(dir, `${name}.template`)) || isFileSync(join(dir, `${name}.jinja`)))) return undefined;
+  return listTemplates(dir);
+}
+
+/** The names of the templates `<dir>` holds, sorted; none when it cannot be read. */
+export function listTemplates(dir: string): string[] {
   let files: string[];
   try {
     files = readdirSync(dir);

@@ -662,6 +662,7 @@ describe('llama-cpp backend: start-up errors', () => {
     writeFileSync(join(templates, 'bad.jinja'), '{% for m in messages %}{{ m.content }}');
     writeFileSync(join(templates, 'twin.template'), '{prompt}');
     writeFileSync(join(templates, 'twin.jinja'), '{{ messages[0].content }}');
+    writeFileSync(join(templates, 'typo.jinja'), '{% for m in messages %}{{ m.contnet }}{% endfor %}');
     const noted = () => logs.filter((l) => l.level === 'warn' && (l.obj as { broken_templates?: unknown }).broken_templates !== undefined);
     const before = noted().length;
     const b = await createBackend({ model_path: tinyPath, gpu: false, threads: 1, context_size: 128, templates_dir: templates }, 1);
@@ -673,6 +674,8 @@ describe('llama-cpp backend: start-up errors', () => {
       expect(broken[0]!.error).toMatch(/not valid Jinja/);
       expect(broken[1]!.error).toMatch(/ambiguous/);
       expect(warned[0]!.msg).toMatch(/^2 templates do not load \(bad, twin\)/);
+      const dropping = logs.filter((l) => l.level === 'warn' && typeof l.msg === 'string' && l.msg.includes('leaves the job\'s text out'));
+      expect(dropping.map((l) => (l.obj as { template: string }).template)).toEqual(['typo']);
       const messages = [{ role: 'user' as const, content: 'Hi' }];
       expect((await run(b, { messages, template: 'good', max_tokens: 2, temperature: 0 })).usage.completion_tokens).toBeGreaterThan(0);
       expect(errorCode(await failure(run(b, { messages, template: 'bad', max_tokens: 2 })))).toBe('ERR_CONFIG_INVALID');

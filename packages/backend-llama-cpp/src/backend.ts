@@ -40,7 +40,7 @@ import { acquireModel, type ModelHandle } from './runtime.js';
 import { SlotPool, abortReason, raceAbort } from './slot-pool.js';
 import { counters } from './stats.js';
 import { StopStringStream } from './stop-strings.js';
-import { compileJinjaTemplate, listTemplates, loadTemplate, type PromptSegment, type PromptTemplate } from './templates.js';
+import { compileJinjaTemplate, droppedContentProblem, listTemplates, loadTemplate, type PromptSegment, type PromptTemplate } from './templates.js';
 
 /** Sampling defaults when a job leaves a parameter out: llama.cpp server's defaults. */
 export const SAMPLING_DEFAULTS = { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05 } as const;
@@ -314,14 +314,25 @@ export class LlamaCppBackend implements Backend {
    */
   private async checkTemplates(): Promise<void> {
     const broken: { name: string; error: string }[] = [];
+    const dropping: { name: string; problem: string }[] = [];
     for (const name of listTemplates(this.options.templatesDir)) {
-      await this.template(name).catch((err: unknown) => broken.push({ name, error: errorDetail((err as Error).message) }));
+      const template = await this.template(name).catch((err: unknown) => void broken.push({ name, error: errorDetail((err as Error).message) }));
+      const problem = template === undefined ? undefined : droppedContentProblem(template);
+      if (problem !== undefined) dropping.push({ name, problem });
+    }
+    if (this.chatTemplate !== undefined) {
+      const problem = droppedContentProblem(this.chatTemplate);
+      if (problem !== undefined) dropping.push({ name: 'chat_template', problem });
     }
     if (broken.length > 0) {
       this.logger.warn(
         { templates_dir: this.options.templatesDir, broken_templates: broken },
         `${broken.length === 1 ? 'a template does' : `${broken.length} templates do`} not load (${broken.map((b) => b.name).join(', ')}): jobs that name ${broken.length === 1 ? 'it' : 'them'} fail until the file is fixed`,
       );
+    }
+    for (const { name, problem } of dropping) {
+      // Served as written (a template may mean it), but most likely a mistake that no job would report.
+      this.logger.warn({ templates_dir: this.options.templatesDir, template: name }, `template "${name}" leaves the job's text out of the prompt: ${problem}`);
     }
   }
 

@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorCode } from '@llmq/core';
-import { compileJinjaTemplate, compilePlainTemplate, loadTemplate, segmentsText } from './templates.js';
+import { compileJinjaTemplate, compilePlainTemplate, droppedContentProblem, loadTemplate, segmentsText } from './templates.js';
 
 /** The templates shipped in the repository's config/templates. */
 const shipped = resolve(dirname(fileURLToPath(import.meta.url)), '../../../config/templates');
@@ -123,6 +123,24 @@ describe('Jinja templates', () => {
 
   it('reports invalid Jinja as a config error', async () => {
     expect(errorCode(await rejection(compileJinjaTemplate('bad', '{% for %}')))).toBe('ERR_CONFIG_INVALID');
+  });
+});
+
+describe('droppedContentProblem', () => {
+  it('passes the shipped templates and ones that transform or skip what they may', async () => {
+    expect(droppedContentProblem(await loadTemplate(shipped, 'phi3'))).toBeUndefined();
+    expect(droppedContentProblem(await loadTemplate(shipped, 'chatml'))).toBeUndefined();
+    expect(droppedContentProblem(await compileJinjaTemplate('upper', "{% for m in messages %}{{ m['content'] | upper }}{% endfor %}"))).toBeUndefined();
+    // Leaving out system or assistant turns is a template's right; only user text must be there.
+    expect(droppedContentProblem(await compileJinjaTemplate('users', "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}"))).toBeUndefined();
+    // A template that refuses the sample says nothing either way.
+    expect(droppedContentProblem(await compileJinjaTemplate('strict', "{{ raise_exception('no') }}"))).toBeUndefined();
+  });
+
+  it('names a misspelt content variable and a .template without {prompt}', async () => {
+    expect(droppedContentProblem(await compileJinjaTemplate('typo', "{% for m in messages %}<|{{ m.role }}|>{{ m.contnet }}{% endfor %}"))).toMatch(/without any of its user messages' content \(a misspelt variable/);
+    expect(droppedContentProblem(await compileJinjaTemplate('last', "{{ messages[-1].content }}"))).toMatch(/without some of its user messages' content/);
+    expect(droppedContentProblem(compilePlainTemplate('noprompt', '<|user|>{system}<|end|>'))).toBe("it has no {prompt}, so the job's prompt is left out");
   });
 });
 

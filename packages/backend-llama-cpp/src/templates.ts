@@ -164,6 +164,31 @@ export async function compileJinjaTemplate(name: string, source: string, path = 
   };
 }
 
+/**
+ * Why `template` would leave a job's text out of the prompt, from a sample render; undefined when it
+ * keeps it (or when the sample is refused, which says nothing either way). Catches a misspelt
+ * variable (`{{ message.contnet }}` renders as empty in Jinja) or a `.template` without `{prompt}`.
+ */
+export function droppedContentProblem(template: PromptTemplate): string | undefined {
+  const texts = ['llmq-sample-question-one', 'llmq-sample-answer', 'llmq-sample-question-two'];
+  const input: TemplateInput =
+    template.kind === 'template'
+      ? { messages: [{ role: 'user', content: texts[0]! }] }
+      : { messages: texts.map((content, i) => ({ role: i % 2 === 0 ? ('user' as const) : ('assistant' as const), content })) };
+  let rendered: string;
+  try {
+    rendered = segmentsText(template.render(input, { bos: '<s>', eos: '</s>' })).toLowerCase();
+  } catch {
+    return undefined;
+  }
+  const users = template.kind === 'template' ? [texts[0]!] : [texts[0]!, texts[2]!];
+  const missing = users.filter((t) => !rendered.includes(t));
+  if (missing.length === 0) return undefined;
+  return template.kind === 'template'
+    ? 'it has no {prompt}, so the job\'s prompt is left out'
+    : `a sample chat of ${input.messages!.length} messages rendered without ${missing.length === users.length ? 'any' : 'some'} of its user messages' content (a misspelt variable renders as empty)`;
+}
+
 async function isFile(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isFile();

@@ -143,6 +143,30 @@ describe('spine over HTTP with a worker child process', () => {
     }
   });
 
+  it('ends waits and event streams of a job removed behind the API (Bull Board "empty")', async () => {
+    await stack.http('POST', '/v1/queues/echo/pause');
+    try {
+      const began = Date.now();
+      const sync = stack.http('POST', '/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'lost' }] });
+      const queued = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'lost too' });
+      const events = readSse(`${stack.url}/v1/jobs/${queued.body.id}/events`, 20_000);
+      for (let i = 0; i < 100 && (await stack.http('GET', '/v1/queues')).body.data.find((q: { model: string }) => q.model === 'echo').waiting < 2; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      expect((await fetch(`${stack.url}/admin/queues/api/queues/echo/empty`, { method: 'PUT' })).status).toBe(200);
+      const answer = await sync;
+      expect(answer.status).toBe(503);
+      expect(answer.body.error).toMatchObject({ code: 'ERR_JOB_LOST', message: expect.stringMatching(/was removed from Redis while it was followed .* send the request again/) });
+      const seen = await events;
+      expect(seen.at(-1)).toMatchObject({ event: 'failed', data: { id: queued.body.id, status: 'failed', error: { code: 'ERR_JOB_LOST' } } });
+      // Both without waiting for a timeout: two reads of the store, 2 s and 5 s apart.
+      expect(seen.at(-1)!.at - began).toBeLessThan(15_000);
+    } finally {
+      await stack.http('POST', '/v1/queues/echo/resume');
+    }
+  });
+
   it('times out a job, aborting the backend call', async () => {
     const res = await stack.http('POST', '/v1/jobs', { model: 'short', prompt: 'a b c d e f g h' });
     const job = await stack.waitFor(res.body.id, ['failed']);
@@ -414,6 +438,23 @@ describe('gateway auth and Redis outages', () => {
       expect(Date.now() - started).toBeLessThan(2_000);
       expect((await stack.http('GET', '/readyz')).status).toBe(503);
       expect((await stack.http('GET', '/v1/queues', undefined, auth)).status).toBe(503);
+      // The doors that wait for the answer, and the event stream, subscribe first: on a connection
+      // that queues commands until Redis is back, which held them for the whole outage.
+      const doors: [string, string, unknown][] = [
+        ['POST', '/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'x' }] }],
+        ['POST', '/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'x' }], stream: true }],
+        ['POST', '/v1/completions', { model: 'echo', prompt: 'x' }],
+        ['POST', '/v1/engines/echo/completions', { prompt: 'x' }],
+        ['GET', '/v1/jobs/job_x/events', undefined],
+      ];
+      for (const [method, path, body] of doors) {
+        const began = Date.now();
+        const answer = await stack.http(method, path, body, auth);
+        expect(answer.status, `${method} ${path}`).toBe(503);
+        // TextSynth's error shape is { error: message, code }.
+        expect(answer.body.error.code ?? answer.body.code, `${method} ${path}`).toBe('ERR_REDIS_UNAVAILABLE');
+        expect(Date.now() - began, `${method} ${path}`).toBeLessThan(2_000);
+      }
     } finally {
       await stack.redis.start();
     }
@@ -436,6 +477,11 @@ describe('gateway auth and Redis outages', () => {
       expect(res.status).toBe(503);
       expect(res.body.error.code).toBe('ERR_REDIS_UNAVAILABLE');
       expect(Date.now() - started).toBeLessThan(7_000);
+      const began = Date.now();
+      const chat = await stack.http('POST', '/v1/chat/completions', { model: 'echo', messages: [{ role: 'user', content: 'x' }] }, auth);
+      expect(chat.status).toBe(503);
+      expect(chat.body.error.message).toMatch(/nothing was enqueued/);
+      expect(Date.now() - began).toBeLessThan(7_000);
     } finally {
       stack.redis.unfreeze();
     }

@@ -1,6 +1,6 @@
-import { LlmqError, fromJobError, type ErrorCode, type JobRequest, type JobResult, type Logger } from '@llmq/core';
+import { LlmqError, errorCode, errorDetail, fromJobError, type ErrorCode, type JobEvent, type JobRequest, type JobResult, type Logger } from '@llmq/core';
 import { newJobId, notServedMessage, type EventHub, type Metrics, type Producer, type UnservedReport } from '@llmq/queue';
-import { RunTracker, unsentText } from './sse.js';
+import { RunTracker, jobLost, unsentText } from './sse.js';
 
 /** What a front door answers with (the job view's result). */
 export type FollowResult = Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'>;
@@ -47,11 +47,23 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
   const runs = new RunTracker(0);
   /** Set once the wait is ended here, so later events and polls leave its error alone. */
   let finished = false;
+  /** Reads of the store in a row that found no job (see jobLost). */
+  let missing = 0;
   // Reads the stored outcome (a final event may have gone out before we watched).
   const settleFromStore = async () => {
     try {
       const view = await o.producer.getJob(id);
-      if (!view || finished) return;
+      if (finished) return;
+      if (!view) {
+        // Removed behind llmq's back: no event will ever come. Twice, so a read racing a move
+        // between queues is not taken for it.
+        if (++missing >= 2) {
+          finished = true;
+          settle.reject(jobLost(id));
+        }
+        return;
+      }
+      missing = 0;
       if (view.status === 'completed' && view.result) settle.resolve(view.result);
       else if (view.status === 'failed' && view.error) settle.reject(fromJobError(view.error));
       else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));
@@ -88,7 +100,7 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
       .catch((e: unknown) => o.logger.warn({ err: e, jobId: id }, 'cancel after a failed streamed attempt failed'))
       .finally(() => settle.reject(err));
   };
-  const unsubscribe = await o.hub.subscribe(id, (e) => {
+  const listener = (e: JobEvent): void => {
     if (finished) return;
     if (e.type === 'status' && (e.status === 'completed' || e.status === 'failed' || e.status === 'cancelled')) void settleFromStore();
     else if (e.type === 'status' && e.status === 'active') {
@@ -118,6 +130,10 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
       // The retry may run in another worker process: tell them all.
       o.producer.watch(id).catch(() => undefined);
     }
+  };
+  const unsubscribe = await o.hub.subscribe(id, listener).catch((err: unknown) => {
+    // Subscribing comes first: say that nothing was enqueued, as the enqueue's own 503 does.
+    throw errorCode(err) === 'ERR_REDIS_UNAVAILABLE' ? new LlmqError('ERR_REDIS_UNAVAILABLE', `${errorDetail((err as Error).message).replace(/; retry later$/, '')}; nothing was enqueued, retry later`, { cause: err }) : err;
   });
   let poll: NodeJS.Timeout | undefined;
   let timer: NodeJS.Timeout | undefined;

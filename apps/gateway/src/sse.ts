@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import { LlmqError, type JobEvent, type JobView } from '@llmq/core';
+import { LlmqError, toJobError, type JobEvent, type JobView } from '@llmq/core';
 import type { EventHub, Producer } from '@llmq/queue';
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
@@ -65,6 +65,14 @@ function finalFromView(res: Response, view: JobView): void {
   else send(res, 'failed', { id: view.id, status: 'failed', error: view.error });
 }
 
+/** A followed job that is no longer in Redis: its watchers would otherwise wait forever. */
+export function jobLost(id: string): LlmqError {
+  return new LlmqError(
+    'ERR_JOB_LOST',
+    `job ${id} was removed from Redis while it was followed (emptied or removed in Bull Board, or Redis restarted without its data); no result will come: send the request again`,
+  );
+}
+
 /**
  * `GET /v1/jobs/:id/events`: the job's current state first, then live status changes and tokens
  * from whichever worker runs it, then one final event (`completed`, `failed` or `cancelled`).
@@ -116,11 +124,21 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     res.write(': keep-alive\n\n');
     producer.watch(id).catch(() => undefined);
   }, 15_000);
-  /** Ends the stream from the stored outcome once the job is finished. */
+  /** Reads in a row that found no job. */
+  let missing = 0;
+  /** Ends the stream from the stored outcome once the job is finished, or gone (twice in a row). */
   const endFromStore = () => {
     producer.getJob(id).then(
       (v) => {
-        if (!ended && v && TERMINAL.has(v.status)) {
+        if (ended) return;
+        if (!v) {
+          if (++missing < 2) return;
+          send(res, 'failed', { id, status: 'failed', error: toJobError(jobLost(id).message) });
+          end();
+          return;
+        }
+        missing = 0;
+        if (TERMINAL.has(v.status)) {
           finalFromView(res, v);
           end();
         }

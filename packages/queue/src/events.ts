@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import type { JobEvent, Logger } from '@llmq/core';
+import { LlmqError, type JobEvent, type Logger } from '@llmq/core';
+import { withTimeout } from './connection.js';
 import type { Keys } from './keys.js';
 
 /** Default of `worker.stream_flush_ms`: tokens are sent at most this often (per process), merged per job. */
@@ -92,6 +93,8 @@ export class EventHub {
     private readonly subscriber: Redis,
     private readonly keys: Keys,
     private readonly logger: Logger,
+    /** How long a SUBSCRIBE may take before the caller is told Redis is unavailable (0: no bound). */
+    private readonly callTimeoutMs = 5_000,
   ) {
     subscriber.on('message', (channel: string, message: string) => {
       const prefix = this.keys.events('');
@@ -108,7 +111,12 @@ export class EventHub {
     });
   }
 
-  /** Resolves once Redis confirmed the subscription, so nothing published afterwards is missed. */
+  /**
+   * Resolves once Redis confirmed the subscription, so nothing published afterwards is missed.
+   * Rejects with ERR_REDIS_UNAVAILABLE at once while the connection is down (the subscriber
+   * connection queues commands until it is back, which would hold the caller for the whole outage),
+   * and when Redis does not confirm within `callTimeoutMs`.
+   */
   async subscribe(jobId: string, listener: Listener): Promise<() => void> {
     let set = this.listeners.get(jobId);
     const first = !set;
@@ -117,8 +125,7 @@ export class EventHub {
       this.listeners.set(jobId, set);
     }
     set.add(listener);
-    if (first) await this.subscriber.subscribe(this.keys.events(jobId));
-    return () => {
+    const unsubscribe = () => {
       const current = this.listeners.get(jobId);
       if (!current) return;
       current.delete(listener);
@@ -127,5 +134,18 @@ export class EventHub {
         this.subscriber.unsubscribe(this.keys.events(jobId)).catch((err: unknown) => this.logger.debug({ err }, 'unsubscribe failed'));
       }
     };
+    if (first) {
+      try {
+        if (this.subscriber.status !== 'ready') throw unavailable(`its connection is ${this.subscriber.status}`);
+        const confirmed = this.subscriber.subscribe(this.keys.events(jobId));
+        await (this.callTimeoutMs > 0 ? withTimeout(confirmed, this.callTimeoutMs, () => unavailable(`no answer within ${this.callTimeoutMs} ms`)) : confirmed);
+      } catch (err) {
+        unsubscribe();
+        throw err instanceof LlmqError ? err : unavailable((err as Error).message);
+      }
+    }
+    return unsubscribe;
   }
 }
+
+const unavailable = (why: string) => new LlmqError('ERR_REDIS_UNAVAILABLE', `Redis is unavailable (subscribing to job events: ${why}); retry later`);

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO, sleep, waitUntil } from './helpers/processes.js';
@@ -70,5 +71,11 @@ describe('llmq CLI against a running stack', () => {
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/^Usage: llmq mongo-worker/);
     expect(run.stdout).toContain('--mongo_connection_string');
+  });
+
+  it('llmq --version prints the version', async () => {
+    const run = await cli(stack, ['--version']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toBe(`${(JSON.parse(readFileSync(join(REPO, 'apps/cli/package.json'), 'utf8')) as { version: string }).version}\n`);
   });
 });

@@ -11,7 +11,7 @@ export async function runDev(options: { config?: string; port?: number }): Promi
   const config = loadConfig({ path: options.config });
   const logger = createLogger({ level: config.log_level, name: 'llmq' });
   const platform = await createPlatform(config);
-  collectDefaultMetrics({ prefix: 'llmq_process_' });
+  collectDefaultMetrics({ prefix: 'llmq_' });
   const served = await serveGateway({ platform, logger, port: options.port });
   const worker = await startWorker({ platform, logger });
   logger.info({ url: served.url, models: worker.workers.map((w) => w.name), skipped: worker.skipped.map((s) => s.model) }, 'llmq is up: gateway and worker in one process');

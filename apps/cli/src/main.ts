@@ -18,6 +18,7 @@ const program = new Command();
 program
   .name('llmq')
   .description('A job queue for LLM work on Redis')
+  .version((JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version, '-V, --version')
   .showHelpAfterError()
   .addOption(new Option('--url <url>', 'gateway URL').env('LLMQ_URL').default('http://127.0.0.1:8080'))
   .addOption(new Option('--api-key <key>', 'API key').env('LLMQ_API_KEY'));

@@ -3,15 +3,16 @@ import { collectDefaultMetrics } from 'prom-client';
 import { loadConfig } from '@llmq/config';
 import { onShutdownSignals } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
-import { createLogger, exitOnStartupError } from '@llmq/queue';
+import { createLogger, exitOnStartupError, handleServiceArgs } from '@llmq/queue';
 import { startMetricsServer } from './metrics-server.js';
 import { startWorker } from './run.js';
 
 async function main(): Promise<void> {
+  handleServiceArgs({ name: 'llmq-worker', summary: 'An llmq worker: runs the jobs of its models (LLMQ_WORKER_MODELS, default all) on their backends.', packageJson: new URL('../package.json', import.meta.url) });
   const config = loadConfig();
   const logger = createLogger({ level: config.log_level, name: 'llmq-worker' });
   const platform = await createPlatform(config);
-  collectDefaultMetrics({ prefix: 'llmq_worker_process_' });
+  collectDefaultMetrics({ prefix: 'llmq_worker_' });
   // Before any job is taken: a port in use stops start-up with nothing in flight.
   const metricsServer = config.worker.metrics_port > 0 ? await startMetricsServer(config.worker.metrics_port) : undefined;
   const handle = await startWorker({ platform, logger });

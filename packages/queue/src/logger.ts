@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { pino, type Logger as PinoLogger } from 'pino';
 
 export type { PinoLogger };
@@ -29,4 +30,32 @@ export function exitOnStartupError(name: string): (err: unknown) => never {
     createLogger({ name }).fatal(fields, `could not start: ${e.message}`);
     process.exit(1);
   };
+}
+
+const SERVICE_ENV = 'LLMQ_CONFIG (default config/default.yaml), REDIS_URL, LLMQ_REDIS_PREFIX, PORT, LLMQ_API_KEYS, LLMQ_WORKER_MODELS, LLMQ_METRICS_PORT, LLMQ_LOG_LEVEL, LLMQ_PLUGINS';
+
+/**
+ * The command line of a service entry point, which takes no arguments: `--help` and `--version`
+ * are answered and the process exits 0; anything else is a usage error (exit 2). Either way the
+ * service does not start: `--help` must never connect to the default Redis and take jobs.
+ */
+export function serviceArgs(o: { name: string; summary: string; version: string; argv?: readonly string[] }): { exit: number; out: string } | undefined {
+  const argv = o.argv ?? process.argv.slice(2);
+  if (argv.length === 0) return undefined;
+  const usage =
+    `Usage: ${o.name}\n\n${o.summary}\n\n` +
+    `It takes no arguments. Configure it with a YAML file and environment variables:\n  ${SERVICE_ENV}\n` +
+    'See README.md, "Configuration". For the command-line tool, run `npx llmq --help`.\n';
+  const [first] = argv;
+  if (first === '--help' || first === '-h') return { exit: 0, out: usage };
+  if (first === '--version' || first === '-V') return { exit: 0, out: `${o.version}\n` };
+  return { exit: 2, out: `${o.name}: unexpected argument "${first}"\n\n${usage}` };
+}
+
+/** {@link serviceArgs}, then: print its answer and exit when it has one. */
+export function handleServiceArgs(o: { name: string; summary: string; packageJson: URL }): void {
+  const answer = serviceArgs({ ...o, version: (JSON.parse(readFileSync(o.packageJson, 'utf8')) as { version: string }).version });
+  if (answer === undefined) return;
+  (answer.exit === 0 ? process.stdout : process.stderr).write(answer.out);
+  process.exit(answer.exit);
 }

@@ -323,6 +323,9 @@ describe('spine over HTTP with a worker child process', () => {
       ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', max_tokens: 1.5 }, 400, 'max_tokens'],
       ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', temperature: -1 }, 400, 'temperature'],
       ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', top_p: 2 }, 400, 'top_p'],
+      // Deep enough to overflow a recursive walk (the request hash's): a 500 before.
+      ['POST', '/v1/jobs', `{"model":"echo","prompt":"x","metadata":${'{"a":'.repeat(5_000)}1${'}'.repeat(5_000)}}`, 400, 'metadata'],
+      ['POST', '/v1/chat/completions', `{"model":"echo","messages":[{"role":"user","content":"x"}],"metadata":${'{"a":'.repeat(5_000)}1${'}'.repeat(5_000)}}`, 400, 'metadata'],
       ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', stop: ['a', ''] }, 400, 'stop[1]'],
       ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', priority: 0 }, 400, 'priority'],
       ['POST', '/v1/jobs', { model: 'echo', prompt: 'x', timeout_ms: -5 }, 400, 'timeout_ms'],

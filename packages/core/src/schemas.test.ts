@@ -29,6 +29,25 @@ describe('job request schema', () => {
     expect(fail('string').code).toBe('ERR_REQUEST_INVALID');
   });
 
+  it('refuses metadata and schemas nested deeper than their limits, without overflowing the stack', () => {
+    const nest = (levels: number): Record<string, unknown> => {
+      let v: Record<string, unknown> = { leaf: 1 };
+      for (let i = 1; i < levels; i++) v = { a: v };
+      return v;
+    };
+    expect(parseJobRequest({ model: 'm', prompt: 'x', metadata: nest(32) }).metadata).toBeDefined();
+    for (const levels of [33, 5_000, 100_000]) {
+      const err = fail({ model: 'm', prompt: 'x', metadata: nest(levels) });
+      expect(err.param).toBe('metadata');
+      expect(err.message).toBe('ERR_REQUEST_INVALID: metadata: nests more than 32 levels of objects and arrays');
+    }
+    const schema = (levels: number) => ({ model: 'm', prompt: 'x', response_format: { type: 'json_schema', json_schema: { schema: nest(levels) } } });
+    expect(parseJobRequest(schema(64)).response_format?.type).toBe('json_schema');
+    expect(fail(schema(65)).param).toBe('response_format.json_schema.schema');
+    // Arrays count as levels too.
+    expect(fail({ model: 'm', prompt: 'x', metadata: { a: JSON.parse('['.repeat(40) + ']'.repeat(40)) } }).param).toBe('metadata');
+  });
+
   it('takes top_p from 0 (only the most likely token) to 1, as OpenAI does', () => {
     expect(parseJobRequest({ model: 'm', prompt: 'x', top_p: 0 }).top_p).toBe(0);
     expect(parseJobRequest({ model: 'm', prompt: 'x', top_p: 1 }).top_p).toBe(1);

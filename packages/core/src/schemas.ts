@@ -7,6 +7,28 @@ export const messageSchema = z.strictObject({
 });
 export type Message = z.infer<typeof messageSchema>;
 
+/** Whether `value` nests arrays and objects more than `limit` levels deep (walked without recursion). */
+export function nestsDeeperThan(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth + 1 > limit) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/**
+ * A JSON object of the caller's, at most `limit` levels deep: deeper ones are refused rather than
+ * left to overflow the stack of whatever walks them later (hashing, grammars), a 500.
+ */
+const jsonObject = (limit: number) =>
+  z.record(z.string(), z.unknown()).refine((v) => !nestsDeeperThan(v, limit), `nests more than ${limit} levels of objects and arrays`);
+
+export const MAX_METADATA_DEPTH = 32;
+export const MAX_SCHEMA_DEPTH = 64;
+
 export const responseFormatSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('text') }),
   z.strictObject({ type: z.literal('json_object') }),
@@ -15,7 +37,7 @@ export const responseFormatSchema = z.discriminatedUnion('type', [
     json_schema: z.strictObject({
       name: z.string().max(128).optional(),
       description: z.string().optional(),
-      schema: z.record(z.string(), z.unknown()),
+      schema: jsonObject(MAX_SCHEMA_DEPTH),
       strict: z.boolean().optional(),
     }),
   }),
@@ -80,7 +102,7 @@ export const jobRequestSchema = z
     ...generationParamsShape,
     priority: z.int().min(1).max(MAX_PRIORITY).optional(),
     timeout_ms: z.int().min(1).max(86_400_000).optional(),
-    metadata: z.record(z.string(), z.unknown()).optional(),
+    metadata: jsonObject(MAX_METADATA_DEPTH).optional(),
     idempotency_key: z.string().min(1).max(255).optional(),
   })
   .superRefine((value, ctx) => {

@@ -265,6 +265,11 @@ describe('spine over HTTP with a worker child process', () => {
     const e = await Promise.all([1, 2, 3, 4, 5].map(() => stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'race' }, { 'Idempotency-Key': 'race-1' })));
     expect(new Set(e.map((r) => r.body.id)).size).toBe(1);
     expect(e.filter((r) => r.status === 202)).toHaveLength(1);
+    // A replay after the job finished says so, rather than "queued".
+    await stack.waitFor(a.body.id, ['completed']);
+    const late = await stack.http('POST', '/v1/jobs', body, { 'Idempotency-Key': 'abc-1' });
+    expect(late.status).toBe(200);
+    expect(late.body).toMatchObject({ id: a.body.id, status: 'completed', created: false });
   });
 
   it('enqueues a batch in bulk, reporting per-item errors without failing the valid ones', async () => {

@@ -133,6 +133,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     }),
   );
 
+  /** The status of the job an Idempotency-Key replay names. */
+  const replayedStatus = async (id: string): Promise<{ status: string; warning?: string | undefined }> => {
+    const view = await producer.getJob(id);
+    if (view) return { status: view.status, warning: view.status === 'queued' ? producer.waitWarning(view.model) : undefined };
+    return { status: 'queued', warning: `the job of this Idempotency-Key is no longer stored (removed by retention), so GET /v1/jobs/${id} answers 404; send the request with another key to run it again` };
+  };
+
   app.post(
     '/v1/jobs',
     wrap(async (req, res) => {
@@ -146,11 +153,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       }
       const result = await producer.enqueue(request, { idempotencyKey: header ?? request.idempotency_key, keyId: req.keyId, source: { type: 'http' } });
       if (result.created) metrics.enqueued.inc({ model: request.model, source: 'http' });
-      const warning = producer.waitWarning(request.model);
+      // A replay answers with the job's status now: it may have finished long ago.
+      const { status, warning } = result.created ? { status: 'queued', warning: producer.waitWarning(request.model) } : await replayedStatus(result.id);
       res
         .status(result.created ? 202 : 200)
         .location(`/v1/jobs/${result.id}`)
-        .json({ id: result.id, object: 'job', status: 'queued', model: request.model, created: result.created, ...(warning ? { warning } : {}) });
+        .json({ id: result.id, object: 'job', status, model: request.model, created: result.created, ...(warning ? { warning } : {}) });
     }),
   );
 

@@ -126,6 +126,35 @@ describe('reliability with worker child processes', () => {
     for (const id of ids) expect((await stack.http('GET', `/v1/jobs/${id}`)).body.status).toBe('completed');
   }, 60_000);
 
+  it('shows a job whose worker was SIGKILLed as orphaned until it runs again', async () => {
+    stack = await startStack({
+      workers: 1,
+      config: {
+        worker: { metrics_port: 0, watchdog_ms: 0 },
+        queue: { lock_duration_ms: 2_000, stalled_interval_ms: 1_000 },
+        models: [{ name: 'scripted', backend: 'test-scripted', concurrency: 1, options: { delay_ms: 2_500 } }],
+      },
+    });
+    const [id] = await enqueueMany(stack, 'scripted', 1);
+    await waitActive(stack, 1);
+    const running = (await stack.http('GET', `/v1/jobs/${id}`)).body;
+    expect(running.status).toBe('active');
+    expect(running.warning).toBeUndefined();
+    const worker = stack.workers[0]!;
+    worker.kill('SIGKILL');
+    await worker.exited;
+    // With no worker left, nothing runs the stalled check: the job stays "active", its lock expiring.
+    let orphaned: any;
+    for (let i = 0; i < 100 && orphaned?.warning === undefined; i++) {
+      await sleep(100);
+      orphaned = (await stack.http('GET', `/v1/jobs/${id}`)).body;
+    }
+    expect(orphaned).toMatchObject({ status: 'active', warning: expect.stringMatching(/^no worker holds this job's lock \(its worker died or lost Redis\); it runs again after the next stalled check, within 4 s/) });
+    await stack.spawnWorker();
+    const done = await stack.waitFor(id!, ['completed'], 20_000);
+    expect(done.warning).toBeUndefined();
+  }, 60_000);
+
   it('a second signal during the grace period exits at once, and its jobs still run (elsewhere, once their lock expires)', async () => {
     stack = await startStack({
       workers: 1,

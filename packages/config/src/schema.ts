@@ -131,8 +131,11 @@ export const configSchema = z.strictObject({
       max_queued: z.int().min(0).default(0),
       /** Worker lock; a job whose worker stops renewing it is re-run. @defaultValue 30000 */
       lock_duration_ms: z.int().min(1000).default(30_000),
-      /** How often stalled jobs are looked for. @defaultValue 30000 */
-      stalled_interval_ms: z.int().min(1000).default(30_000),
+      /**
+       * How often stalled jobs are looked for. A job whose worker died runs again within
+       * lock_duration_ms + 2 × this (BullMQ marks, then moves). @defaultValue 10000
+       */
+      stalled_interval_ms: z.int().min(1000).default(10_000),
       /** Worker deaths a job survives before it fails. @defaultValue 5 */
       max_stalled_count: z.int().min(0).default(5),
     })

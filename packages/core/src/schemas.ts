@@ -214,6 +214,12 @@ export interface JobView {
    * 2 s or so once the job has run 2 s (absent before that, and once the job is no longer active).
    */
   progress?: { generated_chars: number; updated_at: number } | undefined;
+  /**
+   * While active: present (a sentence) when no worker holds the job's lock any more, i.e. its
+   * worker died or lost Redis. The next stalled check (every `queue.stalled_interval_ms`) queues
+   * it again.
+   */
+  warning?: string | undefined;
 }
 
 /** Events streamed from workers to `GET /v1/jobs/:id/events`. */

@@ -396,7 +396,22 @@ export class Producer {
       const fresh = await this.findJob(id);
       if (fresh) return this.view(fresh, state);
     }
-    return this.view(job, state);
+    const view = this.view(job, state);
+    // Read again when it is not held: the job may have just finished (which also frees the lock).
+    if (view.status === 'active' && !(await this.lockHeld(job)) && (await job.getState().catch(() => state)) === 'active') {
+      // Otherwise it looks like a job at work until the stalled check finds it (up to a minute).
+      view.warning = `no worker holds this job's lock (its worker died or lost Redis); it runs again after the next stalled check, within ${Math.round((this.config.queue.lock_duration_ms + 2 * this.config.queue.stalled_interval_ms) / 1000)} s of its worker's end`;
+    }
+    return view;
+  }
+
+  /** Whether a worker holds the job's BullMQ lock (renewed every lock_duration_ms / 2 while it runs). */
+  private async lockHeld(job: Job<JobData, JobResult>): Promise<boolean> {
+    try {
+      return (await this.connection.exists(`${job.queueQualifiedName}:${job.id}:lock`)) === 1;
+    } catch (err) {
+      throw asRedisError(err);
+    }
   }
 
   view(job: Job<JobData, JobResult>, state: string): JobView {

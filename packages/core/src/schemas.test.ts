@@ -48,6 +48,12 @@ describe('job request schema', () => {
     expect(fail({ model: 'm', prompt: 'x', metadata: { a: JSON.parse('['.repeat(40) + ']'.repeat(40)) } }).param).toBe('metadata');
   });
 
+  it("states a field's own limit for a number beyond the safe integers, not z.int()'s", () => {
+    expect(fail({ model: 'm', prompt: 'x', timeout_ms: 1e16 }).message).toBe('ERR_REQUEST_INVALID: timeout_ms: Too big: expected number to be <=86400000');
+    expect(fail({ model: 'm', prompt: 'x', max_tokens: -1e17 }).message).toBe('ERR_REQUEST_INVALID: max_tokens: Too small: expected number to be >=1');
+    expect(fail({ model: 'm', prompt: 'x', priority: 1e300 }).message).toMatch(/^ERR_REQUEST_INVALID: priority: Too big: expected number to be <=1000000$/);
+  });
+
   it('takes top_p from 0 (only the most likely token) to 1, as OpenAI does', () => {
     expect(parseJobRequest({ model: 'm', prompt: 'x', top_p: 0 }).top_p).toBe(0);
     expect(parseJobRequest({ model: 'm', prompt: 'x', top_p: 1 }).top_p).toBe(1);

@@ -37,8 +37,13 @@ function explainUnion(issue: z.core.$ZodIssueInvalidUnion): { path: readonly Pro
  * zod's message (`unknown key` for an unknown key). `key` is '' for the value as a whole.
  */
 export function firstIssue(error: z.ZodError): { key: string; message: string; unknownKey: boolean } {
-  const issue = error.issues[0];
-  if (!issue) return { key: '', message: 'invalid', unknownKey: false };
+  const first = error.issues[0];
+  if (!first) return { key: '', message: 'invalid', unknownKey: false };
+  // z.int()'s own safe-integer bound (±9007199254740991) comes before the field's real limit: say the real one.
+  const issue =
+    (first.code === 'too_big' || first.code === 'too_small') && first.origin === 'int'
+      ? (error.issues.find((i) => i !== first && i.code === first.code && formatPath(i.path as PropertyKey[]) === formatPath(first.path as PropertyKey[])) ?? first)
+      : first;
   const base = formatPath(issue.path as PropertyKey[]);
   if (issue.code === 'unrecognized_keys') {
     const key = String(issue.keys[0] ?? '');

@@ -88,6 +88,8 @@ type Listener = (event: JobEvent) => void;
  */
 export class EventHub {
   private listeners = new Map<string, Set<Listener>>();
+  /** Whether the connection was ready once: not ready after that means Redis went away. */
+  private wasReady: boolean;
 
   constructor(
     private readonly subscriber: Redis,
@@ -96,6 +98,8 @@ export class EventHub {
     /** How long a SUBSCRIBE may take before the caller is told Redis is unavailable (0: no bound). */
     private readonly callTimeoutMs = 5_000,
   ) {
+    this.wasReady = subscriber.status === 'ready';
+    subscriber.on('ready', () => (this.wasReady = true));
     subscriber.on('message', (channel: string, message: string) => {
       const prefix = this.keys.events('');
       if (!channel.startsWith(prefix)) return;
@@ -113,9 +117,10 @@ export class EventHub {
 
   /**
    * Resolves once Redis confirmed the subscription, so nothing published afterwards is missed.
-   * Rejects with ERR_REDIS_UNAVAILABLE at once while the connection is down (the subscriber
-   * connection queues commands until it is back, which would hold the caller for the whole outage),
-   * and when Redis does not confirm within `callTimeoutMs`.
+   * Rejects with ERR_REDIS_UNAVAILABLE at once while the connection is down after having been up
+   * (the subscriber connection queues commands until it is back, which would hold the caller for
+   * the whole outage), and when Redis does not confirm within `callTimeoutMs` (a connection still
+   * being set up is waited for that long).
    */
   async subscribe(jobId: string, listener: Listener): Promise<() => void> {
     let set = this.listeners.get(jobId);
@@ -136,7 +141,7 @@ export class EventHub {
     };
     if (first) {
       try {
-        if (this.subscriber.status !== 'ready') throw unavailable(`its connection is ${this.subscriber.status}`);
+        if (this.subscriber.status !== 'ready' && this.wasReady) throw unavailable(`its connection is ${this.subscriber.status}`);
         const confirmed = this.subscriber.subscribe(this.keys.events(jobId));
         await (this.callTimeoutMs > 0 ? withTimeout(confirmed, this.callTimeoutMs, () => unavailable(`no answer within ${this.callTimeoutMs} ms`)) : confirmed);
       } catch (err) {

@@ -463,6 +463,13 @@ describe('gateway auth and Redis outages', () => {
         expect(answer.body.error.code ?? answer.body.code, `${method} ${path}`).toBe('ERR_REDIS_UNAVAILABLE');
         expect(Date.now() - began, `${method} ${path}`).toBeLessThan(2_000);
       }
+      // An outage is not a defect: warn lines without stacks, repeats counted, not an error per request.
+      const outage = stack.gatewayLogs.filter((l) => l.obj.code === 'ERR_REDIS_UNAVAILABLE' || (l.obj.err as { code?: string } | undefined)?.code === 'ERR_REDIS_UNAVAILABLE');
+      expect(outage.length).toBeGreaterThan(0);
+      expect(outage.filter((l) => l.level !== 'warn')).toEqual([]);
+      const answered = outage.filter((l) => l.msg === 'requests answered 503: Redis is unavailable').map((l) => String(l.obj.err));
+      expect(answered.length).toBeGreaterThan(0);
+      expect(answered.length, answered.join('\n')).toBe(new Set(answered).size);
     } finally {
       await stack.redis.start();
     }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { loadConfig } from '@llmq/config';
-import { silentLogger } from '@llmq/core';
+import { silentLogger, type Logger } from '@llmq/core';
 import { createPlatform } from '@llmq/platform';
 import { readSseEvents } from '@llmq/cli';
 import { serveGateway, type ServedGateway } from '@llmq/gateway';
@@ -27,6 +27,8 @@ export interface Stack {
   configPath: string;
   prefix: string;
   gateway: ServedGateway;
+  /** What the gateway logged at warn and above. */
+  gatewayLogs: { level: string; obj: Record<string, unknown>; msg: string | undefined }[];
   url: string;
   workers: WorkerProcess[];
   spawnWorker(env?: Record<string, string>): Promise<WorkerProcess>;
@@ -81,7 +83,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   writeFileSync(configPath, JSON.stringify(merged, null, 2));
   const config = loadConfig({ path: configPath, env: {} });
   const platform = await createPlatform(config);
-  const gateway = await serveGateway({ platform, logger: silentLogger, registry: new Registry() });
+  const gatewayLogs: Stack['gatewayLogs'] = [];
+  const recorder = (level: string) => (obj: object | string, msg?: string) =>
+    void gatewayLogs.push(typeof obj === 'string' ? { level, obj: {}, msg: obj } : { level, obj: obj as Record<string, unknown>, msg });
+  const gatewayLogger: Logger = { ...silentLogger, warn: recorder('warn'), error: recorder('error'), child: () => gatewayLogger };
+  const gateway = await serveGateway({ platform, logger: gatewayLogger, registry: new Registry() });
   const workers: WorkerProcess[] = [];
 
   const spawnWorker = async (env: Record<string, string> = {}): Promise<WorkerProcess> => {
@@ -140,6 +146,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     configPath,
     prefix,
     gateway,
+    gatewayLogs,
     url: gateway.url,
     workers,
     spawnWorker,

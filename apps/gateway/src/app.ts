@@ -3,8 +3,8 @@ import { Gauge, register as defaultRegistry, type Registry } from 'prom-client';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { LlmqError, parseJobRequest, toErrorBody, type JobRequest, type Logger } from '@llmq/core';
-import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError, watchRedisConnection } from '@llmq/queue';
+import { LlmqError, errorCode, parseJobRequest, toErrorBody, type JobRequest, type Logger } from '@llmq/core';
+import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError, logRedisError, watchRedisConnection } from '@llmq/queue';
 import { validateForModel, type Platform } from '@llmq/platform';
 import { apiKeyAuth } from './auth.js';
 import { streamJobEvents } from './sse.js';
@@ -341,7 +341,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       }
       error = asRedisError(error);
       const { status, body } = toErrorBody(error);
-      if (status >= 500) log.error({ err, method: req.method, path: req.path }, 'request failed');
+      if (errorCode(error) === 'ERR_REDIS_UNAVAILABLE') {
+        // Expected while Redis is down, for every request: no stack, and repeats within 10 s counted in one line.
+        logRedisError(log, 'requests answered 503: Redis is unavailable', error as Error, { code: 'ERR_REDIS_UNAVAILABLE' });
+      } else if (status >= 500) log.error({ err, method: req.method, path: req.path }, 'request failed');
       if (status === 503 || status === 429) res.set('Retry-After', '5');
       if (res.headersSent) {
         res.end();

@@ -2,7 +2,7 @@
  * The llama-cpp backend on real GGUF files: always the generated tiny model, and also the file
  * named by LLMQ_TEST_GGUF when it is set (a third-party model, for conformance).
  */
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -257,7 +257,7 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
 
   it('reads the model into memory by default, and with mmap: true maps the file in a load of its own, with the same answers', async () => {
     /** Whether this process has the GGUF file mapped (Linux; undefined elsewhere). */
-    const fileMapped = () => (process.platform === 'linux' ? readFileSync('/proc/self/maps', 'utf8').includes(path) : undefined);
+    const fileMapped = () => (process.platform === 'linux' ? readFileSync('/proc/self/maps', 'utf8').includes(realpathSync(path)) : undefined);
     const live = llamaCppStats().liveModels;
     // Same file and device as the suite's backend, default mmap: it shares that load.
     const read = await createBackend({ model_path: path, context_size: 256, threads: 1, ...device }, 1);

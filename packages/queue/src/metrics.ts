@@ -8,7 +8,7 @@ function make(registry: Registry) {
   return {
     enqueued: new Counter({ name: 'llmq_jobs_enqueued_total', help: 'Jobs accepted into a model queue', labelNames: ['model', 'source'], registers }),
     completed: new FastCounter({ name: 'llmq_jobs_completed_total', help: 'Jobs completed', labelNames: ['model'], registers }),
-    failed: new Counter({ name: 'llmq_jobs_failed_total', help: 'Job attempts that failed, by error code', labelNames: ['model', 'code'], registers }),
+    failed: new Counter({ name: 'llmq_jobs_failed_total', help: 'Job attempts that failed, by error code (cancellations are in llmq_jobs_cancelled_total)', labelNames: ['model', 'code'], registers }),
     retried: new Counter({ name: 'llmq_jobs_retried_total', help: 'Failed attempts that will be retried', labelNames: ['model'], registers }),
     deadLettered: new Counter({ name: 'llmq_jobs_dead_lettered_total', help: 'Jobs moved to the dead-letter queue', labelNames: ['model'], registers }),
     cancelled: new Counter({ name: 'llmq_jobs_cancelled_total', help: 'Jobs cancelled', labelNames: ['model'], registers }),

@@ -54,7 +54,7 @@ afterAll(async () => {
 });
 
 /** A worker for one model on a fresh prefix, with a producer and an event hub beside it. */
-async function setUp(model: string, error: () => Error, attempts = 1) {
+async function setUp(model: string, error: () => Error, attempts = 1, registry = new Registry()) {
   const prefix = `llmq-test-${Math.random().toString(36).slice(2, 10)}`;
   // A retry waits 200 ms, as any real backoff does, so the client's re-announced watch (a few ms
   // after the failed event) reaches the worker first. At 0 the retry can run and fail before it
@@ -68,7 +68,7 @@ async function setUp(model: string, error: () => Error, attempts = 1) {
   await control.whenReady();
   const backend = new FailingBackend(model, error);
   const modelConfig = config.models[0]!;
-  const worker = new ModelWorker({ config, model: modelConfig, backend, connection, publisher, control, metrics: getMetrics(new Registry()), logger: silentLogger, keys, workerId: 'w1' });
+  const worker = new ModelWorker({ config, model: modelConfig, backend, connection, publisher, control, metrics: getMetrics(registry), logger: silentLogger, keys, workerId: 'w1' });
   closers.push(() => worker.close(1_000));
   const producer = new Producer(config, connect('producer'), silentLogger);
   closers.push(() => producer.close());
@@ -127,5 +127,22 @@ describe('failure details', () => {
       { type: 'failed', error: { message: 'still down', code: 'ERR_BACKEND_UNAVAILABLE' }, attempt: 2, will_retry: false },
     ]);
     expect(view.error).toEqual({ message: 'still down', code: 'ERR_BACKEND_UNAVAILABLE' });
+  });
+});
+
+describe('metrics', () => {
+  it('counts a cancellation in jobs_cancelled_total only: a failure-rate alert must not fire on it', async () => {
+    const registry = new Registry();
+    const s = await setUp('gone', () => new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request'), 1, registry);
+    const { id } = await s.producer.enqueue({ model: 'gone', prompt: 'x' });
+    let view: JobView | null = null;
+    for (let i = 0; i < 100 && view?.status !== 'cancelled'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      view = await s.producer.getJob(id);
+    }
+    expect(view?.status).toBe('cancelled');
+    const text = await registry.metrics();
+    expect(text).toContain('llmq_jobs_cancelled_total{model="gone"} 1');
+    expect(text).not.toMatch(/llmq_jobs_failed_total\{[^}]*\} [1-9]/);
   });
 });

@@ -570,12 +570,13 @@ export class ModelWorker {
     const code = errorCode(err.message) ?? 'ERR_INTERNAL';
     const final = err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1) || job.finishedOn !== undefined;
     const { metrics, control, model } = this.o;
-    metrics.failed.inc({ model: model.name, code });
     if (code === 'ERR_JOB_CANCELLED') {
+      // A client's choice, counted on its own: an error-rate alert on failed_total must not fire on it.
       metrics.cancelled.inc({ model: model.name });
       control.end(id, { type: 'cancelled', at: Date.now() }, true);
       return;
     }
+    metrics.failed.inc({ model: model.name, code });
     if (!final) metrics.retried.inc({ model: model.name });
     control.end(id, { type: 'failed', error: toJobError(err.message, errorDetails(err)), attempt: job.attemptsMade, will_retry: !final }, final);
     // Jobs failed by the stalled checker never ran our catch block: dead-letter them here.

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startRedis } from '@llmq/testing';
-import { startStack, type Stack } from './helpers/stack.js';
+import { readSse, startStack, type Stack } from './helpers/stack.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -116,14 +116,20 @@ describe('reliability with worker child processes', () => {
     });
     const ids = await enqueueMany(stack, 'scripted', 2);
     await waitActive(stack, 2);
+    const seen: { event: string; data: any }[] = [];
+    const followed = readSse(`${stack.url}/v1/jobs/${ids[0]}/events`, 30_000, (e) => seen.push(e));
+    await sleep(300);
     stack.workers[0]!.kill('SIGTERM');
     await stack.workers[0]!.exited;
     const q = (await stack.http('GET', '/v1/queues')).body.data[0];
     expect(q.active).toBe(0);
     expect(q.failed).toBe(0);
+    // Its watcher was told the job waits again, rather than hearing nothing until a worker takes it.
+    expect(seen.map((e) => `${e.event}:${e.data.status}`)).toEqual(['status:active', 'status:queued']);
     await stack.spawnWorker();
     await waitAllCompleted(stack, 'scripted', 2, 20_000);
     for (const id of ids) expect((await stack.http('GET', `/v1/jobs/${id}`)).body.status).toBe('completed');
+    expect((await followed).at(-1)).toMatchObject({ event: 'completed', data: { status: 'completed' } });
   }, 60_000);
 
   it('shows a job whose worker was SIGKILLed as orphaned until it runs again', async () => {

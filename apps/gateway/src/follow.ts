@@ -111,6 +111,9 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
         if (sentChars > 0) return abandon(before, 'ERR_BACKEND_FAILED', run === 'restart' ? 'started over (on a fallback model or another worker)' : 'was superseded by a new attempt');
         sentChars = 0;
       }
+    } else if (e.type === 'status' && e.status === 'queued') {
+      // Handed back by a worker shutting down: the next worker, in whichever process, must learn of this wait.
+      o.producer.watch(id).catch(() => undefined);
     } else if (e.type === 'token') {
       if (!o.onToken) return;
       const text = unsentText(e, sentChars);

@@ -197,6 +197,10 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
             break;
           }
         }
+        if (e.status === 'queued') {
+          // Handed back by a worker shutting down: tell the next one, in whichever process, of this watch.
+          producer.watch(id).catch(() => undefined);
+        }
         lastStatus = e.status;
         sendStatus(res, { id, status: e.status, attempts: e.attempt });
         break;

@@ -492,6 +492,8 @@ export class ModelWorker {
     if (code === 'ERR_WORKER_SHUTDOWN' && token) {
       // Hand the job back without spending an attempt; another worker picks it up at once.
       await job.moveToDelayed(Date.now(), token);
+      // Its watchers learn it is waiting again (and re-announce their watch for the next worker).
+      this.o.control.end(fromBullId(job.id ?? ''), { type: 'status', status: 'queued', at: Date.now() }, false);
       return new DelayedError();
     }
     if (code === 'ERR_BACKEND_RATE_LIMITED') {

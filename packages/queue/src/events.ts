@@ -88,8 +88,13 @@ type Listener = (event: JobEvent) => void;
  */
 export class EventHub {
   private listeners = new Map<string, Set<Listener>>();
-  /** Whether the connection was ready once: not ready after that means Redis went away. */
-  private wasReady: boolean;
+  /** SUBSCRIBEs sent and not yet confirmed, by job: a second listener of the job waits for the same one. */
+  private pending = new Map<string, Promise<void>>();
+  /**
+   * Whether the connection was up once, or failed to come up: not ready after either means Redis
+   * is away. Only a connection's first attempt is waited for.
+   */
+  private triedOnce: boolean;
 
   constructor(
     private readonly subscriber: Redis,
@@ -98,8 +103,11 @@ export class EventHub {
     /** How long a SUBSCRIBE may take before the caller is told Redis is unavailable (0: no bound). */
     private readonly callTimeoutMs = 5_000,
   ) {
-    this.wasReady = subscriber.status === 'ready';
-    subscriber.on('ready', () => (this.wasReady = true));
+    this.triedOnce = subscriber.status !== 'wait' && subscriber.status !== 'connecting' && subscriber.status !== 'connect';
+    const tried = () => (this.triedOnce = true);
+    subscriber.on('ready', tried);
+    subscriber.on('error', tried);
+    subscriber.on('close', tried);
     subscriber.on('message', (channel: string, message: string) => {
       const prefix = this.keys.events('');
       if (!channel.startsWith(prefix)) return;
@@ -116,33 +124,40 @@ export class EventHub {
   }
 
   /**
-   * Resolves once Redis confirmed the subscription, so nothing published afterwards is missed.
-   * Rejects with ERR_REDIS_UNAVAILABLE at once while the connection is down after having been up
-   * (the subscriber connection queues commands until it is back, which would hold the caller for
-   * the whole outage), and when Redis does not confirm within `callTimeoutMs` (a connection still
-   * being set up is waited for that long).
+   * Resolves once Redis confirmed the subscription (for every listener of the job), so nothing
+   * published afterwards is missed. Rejects with ERR_REDIS_UNAVAILABLE at once while the
+   * connection is down after having been up or having failed to connect (the subscriber connection
+   * queues commands until it is back, which would hold the caller for the whole outage), and when
+   * Redis does not confirm within `callTimeoutMs` (a connection's first attempt is waited for that long).
    */
   async subscribe(jobId: string, listener: Listener): Promise<() => void> {
     let set = this.listeners.get(jobId);
-    const first = !set;
     if (!set) {
+      if (this.subscriber.status !== 'ready' && this.triedOnce) throw unavailable(`its connection is ${this.subscriber.status}`);
       set = new Set();
       this.listeners.set(jobId, set);
+      const sent = this.subscriber.subscribe(this.keys.events(jobId)).then(() => undefined);
+      this.pending.set(jobId, sent);
+      const settled = () => {
+        if (this.pending.get(jobId) === sent) this.pending.delete(jobId);
+      };
+      sent.then(settled, settled);
     }
     set.add(listener);
+    // A set exists only once its SUBSCRIBE was sent: emptying it sends the UNSUBSCRIBE.
     const unsubscribe = () => {
       const current = this.listeners.get(jobId);
       if (!current) return;
       current.delete(listener);
       if (current.size === 0) {
         this.listeners.delete(jobId);
+        this.pending.delete(jobId);
         this.subscriber.unsubscribe(this.keys.events(jobId)).catch((err: unknown) => this.logger.debug({ err }, 'unsubscribe failed'));
       }
     };
-    if (first) {
+    const confirmed = this.pending.get(jobId);
+    if (confirmed !== undefined) {
       try {
-        if (this.subscriber.status !== 'ready' && this.wasReady) throw unavailable(`its connection is ${this.subscriber.status}`);
-        const confirmed = this.subscriber.subscribe(this.keys.events(jobId));
         await (this.callTimeoutMs > 0 ? withTimeout(confirmed, this.callTimeoutMs, () => unavailable(`no answer within ${this.callTimeoutMs} ms`)) : confirmed);
       } catch (err) {
         unsubscribe();

@@ -97,6 +97,11 @@ describe('openai backend: answers', () => {
     expect(whole.out.usage).toEqual({ prompt_tokens: 3, completion_tokens: 3, total_tokens: 6 });
   });
 
+  it('sends top_p 0 as a nucleus so small it keeps one token, which every server takes', async () => {
+    await run(backend(), { ...chat, top_p: 0 });
+    expect((server.requests[0]?.body as Record<string, unknown>).top_p).toBe(1e-9);
+  });
+
   it('maps generation parameters, and sends extras only when configured', async () => {
     const request = {
       ...chat,

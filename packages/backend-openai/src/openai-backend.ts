@@ -13,6 +13,9 @@ import {
 import { openAiCapabilities, openAiConfigSchema, type OpenAiConfig } from './config.js';
 import { abortError, toLlmqError } from './errors.js';
 
+/** What `top_p: 0` is sent as (see commonBody). */
+const TOP_P_ZERO = 1e-9;
+
 /** setTimeout's ceiling: the SDK's timeout when the job's own signal is meant to govern. */
 const NO_TIMEOUT_MS = 2_147_483_647;
 
@@ -130,7 +133,9 @@ export class OpenAiBackend implements Backend {
     };
     set(maxTokensField, r.max_tokens);
     set('temperature', r.temperature);
-    set('top_p', r.top_p);
+    // 0 ("only the most likely token") is refused by some OpenAI-compatible servers (vLLM wants
+    // more than 0): a tiny nucleus keeps the same one token everywhere.
+    set('top_p', r.top_p === 0 ? TOP_P_ZERO : r.top_p);
     set('seed', r.seed);
     set('stop', r.stop);
     set('presence_penalty', r.presence_penalty);

@@ -490,10 +490,15 @@ export class ModelWorker {
     const reason = asError(run.aborted ? run.reason : err);
     const code = errorCode(reason);
     if (code === 'ERR_WORKER_SHUTDOWN' && token) {
+      // Its watchers learn it waits again (and re-announce their watch for the next worker): before
+      // the hand-back, so that the next worker's `active` cannot come first. Untracked first, so
+      // that this process answers the re-announced watch with nothing rather than `active`.
+      const id = fromBullId(job.id ?? '');
+      this.o.control.untrack(id);
+      this.o.control.end(id, { type: 'status', status: 'queued', at: Date.now() }, false);
+      await this.o.publisher.flush();
       // Hand the job back without spending an attempt; another worker picks it up at once.
       await job.moveToDelayed(Date.now(), token);
-      // Its watchers learn it is waiting again (and re-announce their watch for the next worker).
-      this.o.control.end(fromBullId(job.id ?? ''), { type: 'status', status: 'queued', at: Date.now() }, false);
       return new DelayedError();
     }
     if (code === 'ERR_BACKEND_RATE_LIMITED') {

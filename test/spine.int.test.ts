@@ -270,6 +270,11 @@ describe('spine over HTTP with a worker child process', () => {
     const late = await stack.http('POST', '/v1/jobs', body, { 'Idempotency-Key': 'abc-1' });
     expect(late.status).toBe(200);
     expect(late.body).toMatchObject({ id: a.body.id, status: 'completed', created: false });
+    const batch = await stack.http('POST', '/v1/jobs/batch', { jobs: [{ ...body, idempotency_key: 'abc-1' }, { model: 'echo', prompt: 'new', idempotency_key: 'abc-2' }] });
+    expect(batch.body.data).toMatchObject([
+      { id: a.body.id, status: 'completed', created: false },
+      { status: 'queued', created: true },
+    ]);
   });
 
   it('enqueues a batch in bulk, reporting per-item errors without failing the valid ones', async () => {

@@ -135,8 +135,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   /** The status of the job an Idempotency-Key replay names. */
   const replayedStatus = async (id: string): Promise<{ status: string; warning?: string | undefined }> => {
-    const view = await producer.getJob(id);
-    if (view) return { status: view.status, warning: view.status === 'queued' ? producer.waitWarning(view.model) : undefined };
+    const view = await producer.getJob(id, { lockWarning: true });
+    if (view) return { status: view.status, warning: view.status === 'queued' ? producer.waitWarning(view.model) : view.warning };
     return { status: 'queued', warning: `the job of this Idempotency-Key is no longer stored (removed by retention), so GET /v1/jobs/${id} answers 404; send the request with another key to run it again` };
   };
 
@@ -183,6 +183,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       });
       const valid = items.flatMap((it) => (it.ok ? [it.request] : []));
       const results = valid.length > 0 ? await producer.enqueueBatch(valid, { keyId: req.keyId, source: { type: 'http' } }) : [];
+      // Replays (an idempotency_key seen before) answer with their job's status now, as a single POST does.
+      const replays = new Map<string, Awaited<ReturnType<typeof replayedStatus>>>();
+      await Promise.all(results.flatMap((r) => ('id' in r && !r.created ? [replayedStatus(r.id).then((s) => void replays.set(r.id, s))] : [])));
       let v = 0;
       let accepted = 0;
       const data = items.map((it, index) => {
@@ -190,7 +193,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         if ('error' in outcome) return { index, ...toErrorBody(outcome.error).body, status: 'rejected' };
         accepted++;
         if (outcome.created && it.ok) metrics.enqueued.inc({ model: it.request.model, source: 'http' });
-        return { index, id: outcome.id, status: 'queued', created: outcome.created };
+        const replay = outcome.created ? undefined : replays.get(outcome.id);
+        return { index, id: outcome.id, status: replay?.status ?? 'queued', created: outcome.created, ...(replay?.warning ? { warning: replay.warning } : {}) };
       });
       if (accepted === 0) {
         const first = items.find((it) => !it.ok) as { error: unknown } | undefined;
@@ -206,7 +210,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     '/v1/jobs/:id',
     wrap(async (req, res) => {
       const id = param(req, 'id');
-      const view = await producer.getJob(id);
+      const view = await producer.getJob(id, { lockWarning: true });
       if (!view) throw new LlmqError('ERR_JOB_NOT_FOUND', `job "${id}" not found`, { param: 'id' });
       const warning = view.status === 'queued' ? producer.waitWarning(view.model) : undefined;
       res.json(warning ? { ...view, warning } : view);

@@ -69,7 +69,7 @@ function finalFromView(res: Response, view: JobView): void {
 export function jobLost(id: string): LlmqError {
   return new LlmqError(
     'ERR_JOB_LOST',
-    `job ${id} was removed from Redis while it was followed (emptied or removed in Bull Board, or Redis restarted without its data); no result will come: send the request again`,
+    `job ${id} was removed from Redis while it was followed (emptied or removed in Bull Board, removed by retention, or Redis restarted without its data); no result will come: send the request again`,
   );
 }
 

@@ -34,7 +34,7 @@ export const ERROR_CODES = {
   ERR_QUEUE_FULL: { status: 429, type: 'rate_limit_error', retryable: true, meaning: "The model's queue holds `max_queued` jobs; retry after the Retry-After header." },
   ERR_REDIS_UNAVAILABLE: { status: 503, type: 'server_error', retryable: true, meaning: 'Redis cannot be reached; nothing was enqueued.' },
   ERR_JOB_TIMEOUT: { status: 504, type: 'timeout_error', retryable: true, meaning: 'The job ran longer than its `timeout_ms`; the backend call was aborted.' },
-  ERR_JOB_LOST: { status: 503, type: 'server_error', retryable: true, meaning: "The job was removed from Redis while a client waited for it (emptied or removed from Bull Board, or a Redis restarted without its data): no result will come; send the request again." },
+  ERR_JOB_LOST: { status: 503, type: 'server_error', retryable: true, meaning: "The job was removed from Redis while a client waited for it (emptied or removed from Bull Board, removed by retention, or a Redis restarted without its data): no result will come; send the request again." },
   ERR_JOB_CANCELLED: { status: 409, type: 'cancelled', retryable: false, meaning: 'The job was cancelled through DELETE /v1/jobs/:id (or a client disconnect).' },
   ERR_WORKER_SHUTDOWN: { status: 503, type: 'server_error', retryable: true, meaning: 'The worker shut down before the job finished; another attempt runs it.' },
   ERR_BACKEND_UNAVAILABLE: { status: 502, type: 'server_error', retryable: true, meaning: 'The backend could not be reached or answered 5xx.' },

@@ -358,11 +358,15 @@ export class Producer {
     }
   }
 
-  getJob(id: string): Promise<JobView | null> {
-    return this.bounded(this.getJobNow(id));
+  /**
+   * The job as the API shows it. `lockWarning`: for an active job, also look whether a worker still
+   * holds its lock (two more reads; for GET /v1/jobs/:id, not for the polls that wait on a job).
+   */
+  getJob(id: string, options: { lockWarning?: boolean } = {}): Promise<JobView | null> {
+    return this.bounded(this.getJobNow(id, options.lockWarning === true));
   }
 
-  private async getJobNow(id: string): Promise<JobView | null> {
+  private async getJobNow(id: string, lockWarning = false): Promise<JobView | null> {
     const job = await this.findJob(id);
     if (!job) {
       const tomb = await this.connection.get(this.keys.cancelled(id)).catch((err: unknown) => {
@@ -398,9 +402,12 @@ export class Producer {
     }
     const view = this.view(job, state);
     // Read again when it is not held: the job may have just finished (which also frees the lock).
-    if (view.status === 'active' && !(await this.lockHeld(job)) && (await job.getState().catch(() => state)) === 'active') {
-      // Otherwise it looks like a job at work until the stalled check finds it (up to a minute).
-      view.warning = `no worker holds this job's lock (its worker died or lost Redis); it runs again after the next stalled check, within ${Math.round((this.config.queue.lock_duration_ms + 2 * this.config.queue.stalled_interval_ms) / 1000)} s of its worker's end`;
+    if (lockWarning && view.status === 'active' && !(await this.lockHeld(job)) && (await job.getState().catch(() => state)) === 'active') {
+      // Otherwise it looks like a job at work until the stalled check finds it.
+      const { stalled_interval_ms: interval, max_stalled_count: max } = this.config.queue;
+      view.warning =
+        `no worker holds this job's lock any more (its worker died or lost Redis): a running worker of ${view.model} queues it again ` +
+        `within ${Math.round((2 * interval) / 1000)} s (two stalled checks), or fails it once this has happened more than ${max} times`;
     }
     return view;
   }

@@ -129,15 +129,19 @@ describe('spine over HTTP with a worker child process', () => {
     expect((await stack.http('DELETE', `/v1/jobs/${next.body.id}`)).status).toBe(409);
   });
 
-  it('cancels a queued job by removing it', async () => {
+  it('cancels a queued job by removing it, and counts it', async () => {
+    const cancelled = async () => Number(/^llmq_jobs_cancelled_total\{model="echo"\} (\d+)$/m.exec(await (await fetch(`${stack.url}/metrics`)).text())?.[1] ?? 0);
     await stack.http('POST', '/v1/queues/echo/pause');
     try {
+      const before = await cancelled();
       const res = await stack.http('POST', '/v1/jobs', { model: 'echo', prompt: 'never runs' });
       const del = await stack.http('DELETE', `/v1/jobs/${res.body.id}`);
       expect(del.status).toBe(200);
       expect(del.body.status).toBe('cancelled');
       const job = await stack.http('GET', `/v1/jobs/${res.body.id}`);
       expect(job.body.status).toBe('cancelled');
+      // No worker saw it: the gateway that removed it counts it.
+      expect(await cancelled()).toBe(before + 1);
     } finally {
       await stack.http('POST', '/v1/queues/echo/resume');
     }

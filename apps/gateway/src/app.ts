@@ -48,7 +48,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   watchRedisConnection(connection, log, 'connection');
   watchRedisConnection(subscriber, log, 'subscriber');
   await waitReady(connection).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'Redis not reachable yet; answering 503 until it is'));
-  const producer = new Producer(config, connection, log);
+  // Workers count the cancelled jobs they ran; a queued one is removed here, so it is counted here.
+  const producer = new Producer(config, connection, log, { onQueuedCancel: (model) => metrics.cancelled.inc({ model }) });
   const hub = new EventHub(subscriber, keys, log);
 
   const queueJobs = new Gauge({

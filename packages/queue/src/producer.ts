@@ -149,14 +149,20 @@ export class Producer {
   private unservedSnapshot = new Map<string, UnservedReport>();
   private unservedReadAt = 0;
   private unservedRefresh: Promise<void> | undefined;
+  private readonly onQueuedCancel: ((model: string) => void) | undefined;
 
   constructor(
     readonly config: ResolvedConfig,
     readonly connection: Redis,
     private readonly logger: Logger,
-    options: { callTimeoutMs?: number } = {},
+    options: {
+      callTimeoutMs?: number;
+      /** Called when cancel() removes a queued job (no worker sees it, so no worker counts it). */
+      onQueuedCancel?: (model: string) => void;
+    } = {},
   ) {
     this.callTimeoutMs = options.callTimeoutMs ?? 5_000;
+    this.onQueuedCancel = options.onQueuedCancel;
     this.keys = keys(config.redis.prefix);
     this.models = new Map(config.models.map((m) => [m.name, m]));
   }
@@ -484,6 +490,7 @@ export class Producer {
           };
           await this.connection.set(this.keys.cancelled(id), JSON.stringify(tomb), 'PX', this.config.queue.remove_on_fail.age_ms);
           await this.connection.publish(this.keys.events(id), JSON.stringify({ type: 'cancelled', at: tomb.cancelled_at }));
+          this.onQueuedCancel?.(tomb.model);
           return { status: 'cancelled' };
         }
       }

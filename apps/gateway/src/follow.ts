@@ -1,6 +1,6 @@
 import { LlmqError, errorCode, errorDetail, fromJobError, type ErrorCode, type JobEvent, type JobRequest, type JobResult, type Logger } from '@llmq/core';
 import { newJobId, notServedMessage, type EventHub, type Metrics, type Producer, type UnservedReport } from '@llmq/queue';
-import { RunTracker, jobLost, unsentText } from './sse.js';
+import { RunTracker, goneTracker, jobLost, unsentText } from './sse.js';
 
 /** What a front door answers with (the job view's result). */
 export type FollowResult = Pick<JobResult, 'text' | 'finish_reason' | 'usage' | 'model'>;
@@ -47,23 +47,17 @@ export async function enqueueAndFollow(o: FollowOptions): Promise<{ id: string; 
   const runs = new RunTracker(0);
   /** Set once the wait is ended here, so later events and polls leave its error alone. */
   let finished = false;
-  /** Reads of the store in a row that found no job (see jobLost). */
-  let missing = 0;
+  const gone = goneTracker();
   // Reads the stored outcome (a final event may have gone out before we watched).
   const settleFromStore = async () => {
     try {
       const view = await o.producer.getJob(id);
       if (finished) return;
-      if (!view) {
-        // Removed behind llmq's back: no event will ever come. Twice, so a read racing a move
-        // between queues is not taken for it.
-        if (++missing >= 2) {
-          finished = true;
-          settle.reject(jobLost(id));
-        }
-        return;
+      if (gone(view !== null)) {
+        finished = true;
+        settle.reject(jobLost(id));
       }
-      missing = 0;
+      if (!view) return;
       if (view.status === 'completed' && view.result) settle.resolve(view.result);
       else if (view.status === 'failed' && view.error) settle.reject(fromJobError(view.error));
       else if (view.status === 'cancelled') settle.reject(new LlmqError('ERR_JOB_CANCELLED', 'the job was cancelled'));

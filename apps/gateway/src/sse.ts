@@ -74,6 +74,18 @@ export function jobLost(id: string): LlmqError {
 }
 
 /**
+ * Tracks reads of the store for a followed job: true once two in a row found none (one could
+ * race a job's own moves), i.e. it was removed behind llmq's back and no event will ever come.
+ */
+export function goneTracker(): (found: boolean) => boolean {
+  let missing = 0;
+  return (found) => {
+    missing = found ? 0 : missing + 1;
+    return missing >= 2;
+  };
+}
+
+/**
  * `GET /v1/jobs/:id/events`: the job's current state first, then live status changes and tokens
  * from whichever worker runs it, then one final event (`completed`, `failed` or `cancelled`).
  */
@@ -124,21 +136,18 @@ export async function streamJobEvents(req: Request, res: Response, id: string, p
     res.write(': keep-alive\n\n');
     producer.watch(id).catch(() => undefined);
   }, 15_000);
-  /** Reads in a row that found no job. */
-  let missing = 0;
-  /** Ends the stream from the stored outcome once the job is finished, or gone (twice in a row). */
+  const gone = goneTracker();
+  /** Ends the stream from the stored outcome once the job is finished, or gone. */
   const endFromStore = () => {
     producer.getJob(id).then(
       (v) => {
         if (ended) return;
-        if (!v) {
-          if (++missing < 2) return;
+        if (gone(v !== null)) {
           send(res, 'failed', { id, status: 'failed', error: toJobError(jobLost(id).message) });
           end();
           return;
         }
-        missing = 0;
-        if (TERMINAL.has(v.status)) {
+        if (v && TERMINAL.has(v.status)) {
           finalFromView(res, v);
           end();
         }

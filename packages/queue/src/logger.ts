@@ -39,23 +39,18 @@ const SERVICE_ENV = 'LLMQ_CONFIG (default config/default.yaml), REDIS_URL, LLMQ_
  * are answered and the process exits 0; anything else is a usage error (exit 2). Either way the
  * service does not start: `--help` must never connect to the default Redis and take jobs.
  */
-export function serviceArgs(o: { name: string; summary: string; version: string; argv?: readonly string[] }): { exit: number; out: string } | undefined {
-  const argv = o.argv ?? process.argv.slice(2);
-  if (argv.length === 0) return undefined;
+export function handleServiceArgs(o: { name: string; summary: string; packageJson: URL }): void {
+  const [first] = process.argv.slice(2);
+  if (first === undefined) return;
   const usage =
     `Usage: ${o.name}\n\n${o.summary}\n\n` +
     `It takes no arguments. Configure it with a YAML file and environment variables:\n  ${SERVICE_ENV}\n` +
     'See README.md, "Configuration". For the command-line tool, run `npx llmq --help`.\n';
-  const [first] = argv;
-  if (first === '--help' || first === '-h') return { exit: 0, out: usage };
-  if (first === '--version' || first === '-V') return { exit: 0, out: `${o.version}\n` };
-  return { exit: 2, out: `${o.name}: unexpected argument "${first}"\n\n${usage}` };
-}
-
-/** {@link serviceArgs}, then: print its answer and exit when it has one. */
-export function handleServiceArgs(o: { name: string; summary: string; packageJson: URL }): void {
-  const answer = serviceArgs({ ...o, version: (JSON.parse(readFileSync(o.packageJson, 'utf8')) as { version: string }).version });
-  if (answer === undefined) return;
-  (answer.exit === 0 ? process.stdout : process.stderr).write(answer.out);
-  process.exit(answer.exit);
+  if (first === '--help' || first === '-h') process.stdout.write(usage);
+  else if (first === '--version' || first === '-V') process.stdout.write(`${(JSON.parse(readFileSync(o.packageJson, 'utf8')) as { version: string }).version}\n`);
+  else {
+    process.stderr.write(`${o.name}: unexpected argument "${first}"\n\n${usage}`);
+    process.exit(2);
+  }
+  process.exit(0);
 }

@@ -9,7 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCode, isRetryable, type GenerateOutput, type GenerationRequest, type Logger } from '@llmq/core';
 import { generateTinyGguf, TINY_GGUF_TOKENS } from '@llmq/testing';
+import type { LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
 import { LLAMA_GPU_SETTINGS, llamaCppBackend, llamaCppStats, type LlamaCppBackend, type LlamaCppConfig } from './index.js';
+import type { SlotPool } from './slot-pool.js';
 
 const templatesDir = resolve(dirname(fileURLToPath(import.meta.url)), '../../../config/templates');
 const tinyPath = await generateTinyGguf();
@@ -80,17 +82,24 @@ function startJob(backend: LlamaCppBackend, request: Omit<GenerationRequest, 'mo
   return { promise, controller, streamed: () => chunks.join(''), firstTokenAt: () => first, settledAt: () => settled };
 }
 
+interface ObservedBatch {
+  sequences: number;
+  tokens: number;
+  /** Sequence ids in the order they were added. */
+  ids: number[];
+}
+
 /**
  * Records the sequences and tokens of each batch llama.cpp decodes for this backend, by wrapping
  * node-llama-cpp's native context object (a private of node-llama-cpp 3.22, which is pinned).
  */
-function observeBatches(backend: LlamaCppBackend): { batches: { sequences: number; tokens: number }[]; stop(): void } {
+function observeBatches(backend: LlamaCppBackend): { batches: ObservedBatch[]; stop(): void } {
   const context = (backend as unknown as { context: { _ctx: Record<string, unknown> } }).context;
   const native = context._ctx;
-  const batches: { sequences: number; tokens: number }[] = [];
+  const batches: ObservedBatch[] = [];
   const spy: Record<string, (...args: never[]) => unknown> = {
     initBatch: (...args) => {
-      batches.push({ sequences: 0, tokens: 0 });
+      batches.push({ sequences: 0, tokens: 0, ids: [] });
       return (native.initBatch as (...a: never[]) => unknown).apply(native, args);
     },
     addToBatch: (...args) => {
@@ -98,6 +107,7 @@ function observeBatches(backend: LlamaCppBackend): { batches: { sequences: numbe
       if (batch) {
         batch.sequences++;
         batch.tokens += (args[2] as ArrayLike<number>).length;
+        batch.ids.push(args[0] as number);
       }
       return (native.addToBatch as (...a: never[]) => unknown).apply(native, args);
     },
@@ -230,6 +240,11 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     expect(prompts?.sequences).toBe(4);
     expect(steps).toHaveLength(23);
     expect(steps.filter((b) => b.sequences !== 4 || b.tokens !== 4)).toEqual([]);
+    // In one run of consecutive sequence ids, the only layout llama.cpp decodes in one pass (its
+    // per-sequence KV streams take only increasing, consecutive ids into a micro-batch): in the
+    // order node-llama-cpp queued them, steps came as 2 or 3 passes (see SequenceOrder).
+    const run = (ids: number[]) => ids.every((id, i) => i === 0 || id === ids[i - 1]! + 1);
+    expect(observed.batches.filter((b) => !run(b.ids)).map((b) => b.ids)).toEqual([]);
     for (const out of outs) expect(out.usage.completion_tokens).toBe(24);
     // Decoded side by side: every job had its first token before any job finished.
     const lastFirst = Math.max(...jobs.map((j) => j.firstTokenAt() ?? Infinity));
@@ -239,6 +254,31 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
     expect(stats.modelLoads).toBe(loadsBefore + 1);
     expect(stats.contextsCreated).toBe(contextsBefore + 1);
     expect(backend.load).toEqual({ sequences: 4, busy: 0, waiting: 0 });
+  });
+
+  it('lays each decode batch out in sequence order, whatever order the sequences queued in', async () => {
+    // Four sequences queue their prompts in the order 3, 1, 0, 2 (as they would when their
+    // samplings finish in that order); node-llama-cpp lays a batch out in queue order, which
+    // llama.cpp would decode in three passes.
+    const internals = backend as unknown as { pool: SlotPool<{ index: number; sequence: LlamaContextSequence }>; model: LlamaModel };
+    const signal = new AbortController().signal;
+    const slots = [];
+    for (let i = 0; i < 4; i++) slots.push(await internals.pool.acquire(signal));
+    const observed = observeBatches(backend);
+    try {
+      const evaluations = [3, 1, 0, 2].map((i) => slots[i]!.sequence.evaluate(internals.model.tokenize(`Sequence ${i} says`), { temperature: 0 }));
+      await Promise.all(evaluations.map((evaluation) => evaluation.next()));
+      await Promise.all(evaluations.map((evaluation) => evaluation.return()));
+    } finally {
+      observed.stop();
+      for (const slot of slots) {
+        await slot.sequence.clearHistory();
+        internals.pool.release(slot);
+      }
+    }
+    // Slot i holds the context's sequence i (they are made in order).
+    expect(slots.map((slot) => slot.index)).toEqual([0, 1, 2, 3]);
+    expect(observed.batches[0]?.ids).toEqual([0, 1, 2, 3]);
   });
 
   it('shares the loaded model with a second backend on the same file (with two threads)', async () => {

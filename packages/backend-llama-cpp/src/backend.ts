@@ -33,6 +33,7 @@ import {
   type ResponseFormat,
 } from '@llmq/core';
 import { BatchJoiner } from './batch-join.js';
+import { SequenceOrder } from './batch-order.js';
 import { DEFAULT_CONTEXT_SIZE, type ResolvedLlamaCppOptions } from './config.js';
 import { closingBias, closingStart, finiteJsonNumbers } from './json-grammar.js';
 import { responseFormatProblem, toGrammarSchema } from './json-schema.js';
@@ -206,6 +207,7 @@ export class LlamaCppBackend implements Backend {
     }
     const { model } = handle;
     let context: LlamaContext | undefined;
+    const order = new SequenceOrder();
     try {
       const contextSize = options.contextSize ?? Math.min(DEFAULT_CONTEXT_SIZE, model.trainContextSize);
       try {
@@ -214,6 +216,8 @@ export class LlamaCppBackend implements Backend {
           sequences: options.sequences,
           threads: options.threads,
           ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
+          // Each batch in sequence order: one forward pass per step rather than several (see SequenceOrder).
+          batching: { itemPrioritizationStrategy: order.strategy },
           failedCreationRemedy: false,
         });
       } catch (err) {
@@ -226,6 +230,9 @@ export class LlamaCppBackend implements Backend {
       }
       counters.contextsCreated++;
       counters.liveContexts++;
+      if (!order.attach(context) && options.sequences > 1) {
+        logger.warn('this node-llama-cpp version does not show which sequence each queued decode belongs to: concurrent jobs may take several passes per decode step (slower)');
+      }
       const chatTemplate =
         options.chatTemplate === undefined ? undefined : await compileJinjaTemplate('chat_template', options.chatTemplate);
       const chatWrapper = chatTemplate === undefined ? resolveChatWrapper(model) : undefined;

@@ -10,6 +10,7 @@ export {
 export { llamaCppStats, type LlamaCppStats } from './stats.js';
 export { physicalCoreCount } from './threads.js';
 export { BatchJoiner } from './batch-join.js';
+export { SequenceOrder } from './batch-order.js';
 export { checkModelFile } from './model-file.js';
 export {
   loadTemplate,

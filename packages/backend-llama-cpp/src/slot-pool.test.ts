@@ -19,6 +19,19 @@ describe('SlotPool', () => {
     expect(pool.available).toBe(0);
   });
 
+  it('hands out the free slot that comes first in its list, whatever order they came back in', async () => {
+    const pool = new SlotPool([0, 1, 2, 3]);
+    const signal = new AbortController().signal;
+    const taken = [await pool.acquire(signal), await pool.acquire(signal), await pool.acquire(signal), await pool.acquire(signal)];
+    expect(taken).toEqual([0, 1, 2, 3]);
+    pool.release(3);
+    pool.release(1);
+    pool.release(2);
+    expect(await pool.acquire(signal)).toBe(1);
+    pool.release(0);
+    expect([await pool.acquire(signal), await pool.acquire(signal), await pool.acquire(signal)]).toEqual([0, 2, 3]);
+  });
+
   it('drops an aborted waiter at once with the abort reason', async () => {
     const pool = new SlotPool([1]);
     await pool.acquire(new AbortController().signal);

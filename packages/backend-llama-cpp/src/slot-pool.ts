@@ -29,14 +29,19 @@ export function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> 
 /**
  * A fixed set of slots (context sequences) handed out first come, first served. A waiter whose
  * signal fires leaves the queue at once; a slot is handed straight to the next waiter on release.
+ * A free slot is taken in the order the slots were given: the busy sequences stay together at the
+ * start, which llama.cpp decodes in fewer passes (see SequenceOrder).
  */
 export class SlotPool<T> {
+  /** Free slots, in the order of the constructor's list. */
   private readonly free: T[];
+  private readonly rank: Map<T, number>;
   private readonly waiters: { resolve(slot: T): void; reject(err: Error): void; cleanup(): void }[] = [];
   private closedError: Error | undefined;
 
   constructor(slots: readonly T[]) {
     this.free = [...slots];
+    this.rank = new Map(slots.map((slot, i) => [slot, i]));
   }
 
   get available(): number {
@@ -74,7 +79,9 @@ export class SlotPool<T> {
       next.cleanup();
       next.resolve(slot);
     } else {
-      this.free.push(slot);
+      const rank = this.rank.get(slot) ?? Number.MAX_SAFE_INTEGER;
+      const at = this.free.findIndex((other) => (this.rank.get(other) ?? Number.MAX_SAFE_INTEGER) > rank);
+      this.free.splice(at < 0 ? this.free.length : at, 0, slot);
     }
   }
 

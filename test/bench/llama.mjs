@@ -95,7 +95,7 @@ const SIDES = ['completion', 'evaluate', 'joined', 'llmq', ...(env.BENCH_BACKEND
 say(`llmq llama bench — ${GPU ? `GPU ${GPU} (all layers), ` : ''}model ${MMAP ? 'mapped (mmap)' : 'read into memory (no mmap)'} on both sides, threads ${THREADS}, context ${CTX}/sequence, ${TOKENS} tokens/request, greedy, rounds ${FIXED_ROUNDS ?? `${MIN_ROUNDS}–${MAX_ROUNDS} (as fit ${SECONDS_PER_N} s per N)`}`);
 
 /**
- * Direct: one model, one context with N sequences, N requests at once, two ways, and the faster
+ * Direct: one model, contexts of N sequences, N requests at once, two ways, and the faster
  * one is the baseline (a queue should be judged against the best direct use of the library):
  * - `completion`: LlamaCompletion.generateCompletion, node-llama-cpp's high-level API;
  * - `evaluate`: sequence.evaluate token by token with detokenizing each token, the low-level API

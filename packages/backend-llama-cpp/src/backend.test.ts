@@ -276,7 +276,7 @@ describe.each(models)('llama-cpp backend on the $label', ({ path, tiny }) => {
         internals.pool.release(slot);
       }
     }
-    // Slot i holds the context's sequence i (they are made in order).
+    // The slots' sequences were made in order: slot i holds sequence id i.
     expect(slots.map((slot) => slot.index)).toEqual([0, 1, 2, 3]);
     expect(observed.batches[0]?.ids).toEqual([0, 1, 2, 3]);
   });

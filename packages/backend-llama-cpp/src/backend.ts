@@ -207,7 +207,8 @@ export class LlamaCppBackend implements Backend {
     }
     const { model } = handle;
     let context: LlamaContext | undefined;
-    const order = new SequenceOrder();
+    const unordered = () => logger.warn('this node-llama-cpp version does not show which sequence each decode belongs to: concurrent jobs may take several passes per decode step (slower)');
+    const order = new SequenceOrder(unordered);
     try {
       const contextSize = options.contextSize ?? Math.min(DEFAULT_CONTEXT_SIZE, model.trainContextSize);
       try {
@@ -230,9 +231,7 @@ export class LlamaCppBackend implements Backend {
       }
       counters.contextsCreated++;
       counters.liveContexts++;
-      if (!order.attach(context) && options.sequences > 1) {
-        logger.warn('this node-llama-cpp version does not show which sequence each queued decode belongs to: concurrent jobs may take several passes per decode step (slower)');
-      }
+      if (!order.attach(context) && options.sequences > 1) unordered();
       const chatTemplate =
         options.chatTemplate === undefined ? undefined : await compileJinjaTemplate('chat_template', options.chatTemplate);
       const chatWrapper = chatTemplate === undefined ? resolveChatWrapper(model) : undefined;

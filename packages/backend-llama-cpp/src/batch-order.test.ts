@@ -29,6 +29,23 @@ describe('SequenceOrder', () => {
     expect(order.strategy({ items, size: 512 }).map((b) => b.item)).toEqual(items);
   });
 
+  it('says once when it finds the sequence of no item in a batch', () => {
+    let told = 0;
+    const order = new SequenceOrder(() => told++);
+    // A node-llama-cpp that copied the tokens into its batch items: the arrays no longer match.
+    const items = [item(1), item(1)];
+    order.attach(contextQueuing(items.map((it, sequenceId) => ({ tokens: [...it.tokens], sequenceId }))));
+    expect(order.strategy({ items, size: 512 }).map((b) => b.item)).toEqual(items);
+    order.strategy({ items, size: 512 });
+    expect(told).toBe(1);
+    // A batch where some match is not a miss.
+    let toldAgain = 0;
+    const partly = new SequenceOrder(() => toldAgain++);
+    partly.attach(contextQueuing([{ tokens: items[1]!.tokens, sequenceId: 0 }]));
+    partly.strategy({ items, size: 512 });
+    expect(toldAgain).toBe(0);
+  });
+
   it('puts items it cannot place after those it can', () => {
     const items = [item(1), item(1), item(1)];
     const order = new SequenceOrder();

@@ -29,6 +29,14 @@ interface ContextInternals {
  */
 export class SequenceOrder {
   private context: ContextInternals | undefined;
+  private missed = false;
+
+  /**
+   * @param onUnmatched called once, the first time a batch of several sequences has no item whose
+   * sequence could be found (another node-llama-cpp that copies the tokens): batches then keep
+   * node-llama-cpp's order.
+   */
+  constructor(private readonly onUnmatched?: () => void) {}
 
   /** For `createContext({ batching: { itemPrioritizationStrategy } })`. */
   readonly strategy: CustomBatchingPrioritizationStrategy = ({ items, size }) => {
@@ -37,6 +45,10 @@ export class SequenceOrder {
     if (queued === undefined || shares.length < 2) return shares;
     const ids = new Map<unknown, number>();
     for (const decode of queued) ids.set(decode.tokens, decode.sequenceId);
+    if (!this.missed && shares.every((share) => !ids.has(share.item.tokens))) {
+      this.missed = true;
+      this.onUnmatched?.();
+    }
     const idOf = (share: PrioritizedBatchItem) => ids.get(share.item.tokens) ?? Number.MAX_SAFE_INTEGER;
     return shares.sort((a, b) => idOf(a) - idOf(b));
   };
@@ -51,9 +63,12 @@ export class SequenceOrder {
 }
 
 /**
- * Shares `size` tokens out over the items as node-llama-cpp's `maximumParallelism` does: an equal
- * share each (at most what an item has), then what is left to the items that have more, higher
- * `evaluationPriority` first. Items that get nothing are left out.
+ * Shares `size` tokens out over the items as node-llama-cpp's `maximumParallelism` means to: an
+ * equal share each (at most what an item has), then what is left to the items that have more,
+ * higher `evaluationPriority` first. Items that get nothing are left out. Unlike node-llama-cpp's,
+ * the shares never add up to more than `size`: its extra passes can hand a long prompt the whole
+ * batch, and node-llama-cpp then cuts the batch in queue order, leaving the one-token steps queued
+ * after that prompt out of it.
  */
 export function shareTokens(items: readonly BatchItem[], size: number): PrioritizedBatchItem[] {
   const shares: PrioritizedBatchItem[] = items.map((item) => ({ item, processAmount: 0 }));

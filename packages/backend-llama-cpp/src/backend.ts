@@ -597,7 +597,9 @@ export class LlamaCppBackend implements Backend {
         if (tokens.length === 1 && tokens[0] !== undefined) stopTokens.add(tokens[0]);
       }
     }
-    const stops = new StopStringStream(stopTexts, (text) => input.onToken(text));
+    // A JSON answer's trailing whitespace (the grammar's stop trigger is newlines) is not part of it,
+    // streamed or returned.
+    const stops = new StopStringStream(stopTexts, (text) => input.onToken(text), { trimEnd: json });
 
     // Keep what the sequence already holds of this prompt (a shared system prompt is not decoded
     // again); erase the rest. The last prompt token is always decoded: its logits give the first token.
@@ -714,10 +716,8 @@ export class LlamaCppBackend implements Backend {
     }
 
     const completionTokens = stopReason === 'eog' ? sampled - 1 : sampled;
-    let text = stops.finish();
+    const text = stops.finish();
     if (json) {
-      // The grammar's stop trigger is trailing newlines; they are not part of the answer.
-      text = text.trimEnd();
       if (stopReason === 'length') {
         throw new LlmqError(
           'ERR_BACKEND_CONTEXT_LENGTH',

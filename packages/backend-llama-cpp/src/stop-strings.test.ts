@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { StopStringStream } from './stop-strings.js';
 
-function feed(stops: string[], chunks: string[], final?: string) {
+function feed(stops: string[], chunks: string[], final?: string, options: { trimEnd?: boolean } = {}) {
   const streamed: string[] = [];
-  const s = new StopStringStream(stops, (t) => streamed.push(t));
+  const s = new StopStringStream(stops, (t) => streamed.push(t), options);
   let stoppedAfter = -1;
   chunks.forEach((c, i) => {
     if (stoppedAfter < 0 && s.push(c)) stoppedAfter = i;
@@ -42,6 +42,19 @@ describe('StopStringStream', () => {
     const r = feed([], ['a', 'b'], 'ab');
     expect(r.streamed).toEqual(['a', 'b']);
     expect(r.text).toBe('ab');
+  });
+
+  it('with trimEnd, streams and returns the answer without its trailing whitespace', () => {
+    // A JSON answer: the grammar ends it with newlines after the closing brace.
+    const r = feed([], ['{"a":', ' 1}', ' ', '\n', '\n'], undefined, { trimEnd: true });
+    expect(r.text).toBe('{"a": 1}');
+    expect(r.streamed.join('')).toBe('{"a": 1}');
+    // Whitespace inside the answer is streamed once text follows it.
+    expect(r.streamed).toEqual(['{"a":', ' 1}']);
+    const stopped = feed(['\n\n'], ['{} ', '\n', '\n'], undefined, { trimEnd: true });
+    expect(stopped.text).toBe('{}');
+    expect(stopped.streamed.join('')).toBe('{}');
+    expect(feed([], ['{}', ' \n'], '{} \n', { trimEnd: true }).streamed.join('')).toBe('{}');
   });
 
   it('does not split a surrogate pair between streamed pieces', () => {

@@ -14,10 +14,14 @@ export class StopStringStream {
   private emitted = 0;
   private stopAt = -1;
 
-  constructor(stops: readonly string[], emit: (text: string) => void) {
+  /** Whitespace at the end of the answer is neither returned nor streamed (JSON answers). */
+  private readonly trimEnd: boolean;
+
+  constructor(stops: readonly string[], emit: (text: string) => void, options: { trimEnd?: boolean } = {}) {
     this.stops = stops.filter((s) => s.length > 0);
     this.emit = emit;
     this.holdBack = this.stops.reduce((n, s) => Math.max(n, s.length - 1), 0);
+    this.trimEnd = options.trimEnd ?? false;
   }
 
   get stopped(): boolean {
@@ -36,10 +40,12 @@ export class StopStringStream {
     }
     if (first >= 0) {
       this.stopAt = first;
-      this.flushTo(first);
+      this.flushTo(this.answerEnd(first));
       return true;
     }
-    let safe = this.generated.length - this.holdBack;
+    // Trailing whitespace waits for what follows it: streamed once text comes after it, dropped
+    // with trimEnd if nothing does.
+    let safe = Math.min(this.generated.length - this.holdBack, this.answerEnd(this.generated.length));
     // Never end a streamed piece on half of a surrogate pair.
     const last = this.generated.charCodeAt(safe - 1);
     if (safe > 0 && last >= 0xd800 && last <= 0xdbff) safe--;
@@ -52,11 +58,17 @@ export class StopStringStream {
    * (the generator's own full text; what is still held back of it is streamed now).
    */
   finish(final: string = this.generated): string {
-    if (this.stopped) return this.generated.slice(0, this.stopAt);
+    if (this.stopped) return this.generated.slice(0, this.answerEnd(this.stopAt));
+    const answer = this.trimEnd ? final.trimEnd() : final;
     const streamed = this.generated.slice(0, this.emitted);
-    if (final.startsWith(streamed) && final.length > this.emitted) this.emit(final.slice(this.emitted));
-    this.emitted = final.length;
-    return final;
+    if (answer.startsWith(streamed) && answer.length > this.emitted) this.emit(answer.slice(this.emitted));
+    this.emitted = answer.length;
+    return answer;
+  }
+
+  /** Where the answer ends if the generated text ended at `end`. */
+  private answerEnd(end: number): number {
+    return this.trimEnd ? this.generated.slice(0, end).trimEnd().length : end;
   }
 
   private flushTo(end: number): void {

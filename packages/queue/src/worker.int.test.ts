@@ -7,8 +7,8 @@ import type { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type ResolvedConfig } from '@llmq/config';
-import { LlmqError, silentLogger, type Backend, type JobEvent, type JobView } from '@llmq/core';
-import { startRedis, type TestRedis } from '@llmq/testing';
+import { LlmqError, silentLogger, type Backend, type JobEvent, type JobView, type Logger } from '@llmq/core';
+import { memoryLogger, startRedis, type TestRedis } from '@llmq/testing';
 import { createRedis } from './connection.js';
 import { ControlListener } from './control.js';
 import { EventHub, EventPublisher } from './events.js';
@@ -54,7 +54,7 @@ afterAll(async () => {
 });
 
 /** A worker for one model on a fresh prefix, with a producer and an event hub beside it. */
-async function setUp(model: string, error: () => Error, attempts = 1, registry = new Registry()) {
+async function setUp(model: string, error: () => Error, attempts = 1, registry = new Registry(), logger: Logger = silentLogger) {
   const prefix = `llmq-test-${Math.random().toString(36).slice(2, 10)}`;
   // A retry waits 200 ms, as any real backoff does, so the client's re-announced watch (a few ms
   // after the failed event) reaches the worker first. At 0 the retry can run and fail before it
@@ -68,7 +68,7 @@ async function setUp(model: string, error: () => Error, attempts = 1, registry =
   await control.whenReady();
   const backend = new FailingBackend(model, error);
   const modelConfig = config.models[0]!;
-  const worker = new ModelWorker({ config, model: modelConfig, backend, connection, publisher, control, metrics: getMetrics(registry), logger: silentLogger, keys, workerId: 'w1' });
+  const worker = new ModelWorker({ config, model: modelConfig, backend, connection, publisher, control, metrics: getMetrics(registry), logger, keys, workerId: 'w1' });
   closers.push(() => worker.close(1_000));
   const producer = new Producer(config, connect('producer'), silentLogger);
   closers.push(() => producer.close());
@@ -131,9 +131,10 @@ describe('failure details', () => {
 });
 
 describe('metrics', () => {
-  it('counts a cancellation in jobs_cancelled_total only: a failure-rate alert must not fire on it', async () => {
+  it('counts a cancellation in jobs_cancelled_total only, and logs it at info: a failure alert must not fire on it', async () => {
     const registry = new Registry();
-    const s = await setUp('gone', () => new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request'), 1, registry);
+    const logger = memoryLogger();
+    const s = await setUp('gone', () => new LlmqError('ERR_JOB_CANCELLED', 'cancelled by request'), 1, registry, logger);
     const { id } = await s.producer.enqueue({ model: 'gone', prompt: 'x' });
     let view: JobView | null = null;
     for (let i = 0; i < 100 && view?.status !== 'cancelled'; i++) {
@@ -144,5 +145,7 @@ describe('metrics', () => {
     const text = await registry.metrics();
     expect(text).toContain('llmq_jobs_cancelled_total{model="gone"} 1');
     expect(text).not.toMatch(/llmq_jobs_failed_total\{[^}]*\} [1-9]/);
+    expect(logger.entries.filter((e) => e.level === 'warn' || e.level === 'error')).toEqual([]);
+    expect(logger.entries.find((e) => e.msg === 'job cancelled')).toMatchObject({ level: 'info', obj: { code: 'ERR_JOB_CANCELLED' } });
   });
 });

@@ -522,7 +522,10 @@ export class ModelWorker {
     const retryable = isRetryable(reason);
     const maxAttempts = job.opts.attempts ?? 1;
     const final = !retryable || run.attempt >= maxAttempts;
-    log.warn({ code: errorCode(message), final, attempts: maxAttempts }, final ? 'job failed' : 'job attempt failed, will retry');
+    if (errorCode(message) === 'ERR_JOB_CANCELLED') {
+      // Asked for (DELETE, a client gone): routine, not a failure to alert on.
+      log.info({ code: 'ERR_JOB_CANCELLED' }, 'job cancelled');
+    } else log.warn({ code: errorCode(message), final, attempts: maxAttempts }, final ? 'job failed' : 'job attempt failed, will retry');
     if (final && (details || run.firstTokenAt !== undefined)) {
       // BullMQ stores only the message: the details (and the first token's time, for a job
       // cancelled or timed out mid-answer) go beside it, so GET /v1/jobs/:id shows them.

@@ -106,6 +106,31 @@ describe('reliability with worker child processes', () => {
     await waitAllCompleted(stack, 'scripted', 8, 20_000);
   }, 60_000);
 
+  it('a worker that starts after a client began following a job streams to that client at once', async () => {
+    stack = await startStack({
+      workers: 0,
+      config: {
+        worker: { metrics_port: 0, watchdog_ms: 0 },
+        models: [{ name: 'slow', backend: 'echo', concurrency: 1, options: { tokens_per_second: 10 } }],
+      },
+    });
+    const { body } = await stack.http('POST', '/v1/jobs', { model: 'slow', prompt: 'one two three four five six seven eight' });
+    const seen: { event: string; data: any; at: number }[] = [];
+    const followed = readSse(`${stack.url}/v1/jobs/${body.id}/events`, 30_000, (e) => seen.push({ ...e, at: Date.now() }));
+    for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(20);
+    expect(seen[0]).toMatchObject({ event: 'status', data: { status: 'queued' } });
+    // The stream's watch went out while no worker listened; the worker's next repeat would be 15 s away.
+    const started = Date.now();
+    await stack.spawnWorker();
+    const events = await followed;
+    const kinds = events.map((e) => (e.event === 'status' ? `status:${e.data.status}` : e.event));
+    expect(kinds).toContain('status:active');
+    const tokens = seen.filter((e) => e.event === 'token');
+    expect(tokens.length).toBeGreaterThan(0);
+    expect(tokens[0]!.at - started).toBeLessThan(10_000);
+    expect(tokens.map((e) => e.data.text).join('')).toBe((events.at(-1)!.data as { result: { text: string } }).result.text);
+  }, 60_000);
+
   it('SIGTERM past the grace period hands in-flight jobs back without spending an attempt', async () => {
     stack = await startStack({
       workers: 1,

@@ -51,6 +51,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // Workers count the cancelled jobs they ran; a queued one is removed here, so it is counted here.
   const producer = new Producer(config, connection, log, { onQueuedCancel: (model) => metrics.cancelled.inc({ model }) });
   const hub = new EventHub(subscriber, keys, log);
+  hub.onWorkerStart(() => {
+    producer.reannounceWatches().then(
+      (count) => log.debug({ watches: count }, 'a worker started: watches announced again'),
+      (err: unknown) => logRedisError(log, 'could not announce watches again to a worker that started', asRedisError(err) as Error),
+    );
+  });
 
   const queueJobs = new Gauge({
     name: 'llmq_queue_jobs',

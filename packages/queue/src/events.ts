@@ -90,6 +90,7 @@ export class EventHub {
   private listeners = new Map<string, Set<Listener>>();
   /** SUBSCRIBEs sent and not yet confirmed, by job: a second listener of the job waits for the same one. */
   private pending = new Map<string, Promise<void>>();
+  private readonly workerListeners = new Set<() => void>();
   /**
    * Whether the connection was up once, or failed to come up: not ready after either means Redis
    * is away. Only a connection's first attempt is waited for.
@@ -109,6 +110,10 @@ export class EventHub {
     subscriber.on('error', tried);
     subscriber.on('close', tried);
     subscriber.on('message', (channel: string, message: string) => {
+      if (channel === this.keys.workersChannel) {
+        for (const l of [...this.workerListeners]) l();
+        return;
+      }
       const prefix = this.keys.events('');
       if (!channel.startsWith(prefix)) return;
       const set = this.listeners.get(channel.slice(prefix.length));
@@ -130,6 +135,18 @@ export class EventHub {
    * queues commands until it is back, which would hold the caller for the whole outage), and when
    * Redis does not confirm within `callTimeoutMs` (a connection's first attempt is waited for that long).
    */
+  /**
+   * Calls `listener` each time a worker starts (once it listens for watches and cancels), from now
+   * on; the first call subscribes to that channel. Redis not answering is logged, not thrown: the
+   * 15 s repeat of each watch still reaches the worker.
+   */
+  onWorkerStart(listener: () => void): void {
+    this.workerListeners.add(listener);
+    if (this.workerListeners.size === 1) {
+      this.subscriber.subscribe(this.keys.workersChannel).catch((err: unknown) => this.logger.warn({ err }, 'could not subscribe to worker starts: streams opened before a worker starts get its tokens up to 15 s late'));
+    }
+  }
+
   async subscribe(jobId: string, listener: Listener): Promise<() => void> {
     let set = this.listeners.get(jobId);
     if (!set) {

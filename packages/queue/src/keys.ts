@@ -8,6 +8,11 @@ export function keys(prefix: string) {
     cancelled: (id: string) => `${prefix}:_cancelled:${id}`,
     cancelChannel: `${prefix}:_cancel`,
     watchChannel: `${prefix}:_watch`,
+    /**
+     * A worker that has just subscribed to the control channels says so here, and gateways repeat
+     * the watches they hold: an announcement made before it started never reached it.
+     */
+    workersChannel: `${prefix}:_workers`,
     events: (id: string) => `${prefix}:_ev:${id}`,
     paused: (model: string) => `${prefix}:_paused:${model}`,
     alerts: `${prefix}:_alerts`,

@@ -62,6 +62,10 @@ export interface QueueCounts {
 type Tombstone = { model: string; created_at: number; cancelled_at: number; metadata: Record<string, unknown> | null; source: SourceRef | null };
 
 const QUEUED_STATES = new Set(['waiting', 'prioritized', 'delayed', 'waiting-children', 'paused']);
+/** How long a watch counts as held for reannounceWatches: longer than the 15 s its followers repeat it at. */
+const WATCH_HELD_MS = 20_000;
+/** Past this many watches held, older ones are dropped on the next watch (not only on a re-announce). */
+const WATCHED_MAX = 10_000;
 
 /** Turns a Redis failure into the fast 503 the API promises. */
 export function asRedisError(err: unknown): unknown {
@@ -150,6 +154,8 @@ export class Producer {
   private unservedReadAt = 0;
   private unservedRefresh: Promise<void> | undefined;
   private readonly onQueuedCancel: ((model: string) => void) | undefined;
+  /** Jobs announced as watched, and when last (see reannounceWatches). */
+  private readonly watched = new Map<string, number>();
 
   constructor(
     readonly config: ResolvedConfig,
@@ -509,7 +515,31 @@ export class Producer {
    * mid-answer).
    */
   watch(id: string, catchUp = false): Promise<void> {
+    this.watched.set(id, Date.now());
+    if (this.watched.size > WATCHED_MAX) this.forgetOldWatches();
     return this.bounded(this.watchNow(id, catchUp));
+  }
+
+  /**
+   * Announces again every watch made in the last {@link WATCH_HELD_MS} (a followed job's watch is
+   * repeated every 15 s while its client waits): for a worker that has just started, which heard
+   * none of them. Returns how many.
+   */
+  async reannounceWatches(): Promise<number> {
+    this.forgetOldWatches();
+    const ids = [...this.watched.keys()];
+    if (ids.length === 0) return 0;
+    const pipeline = this.connection.pipeline();
+    for (const id of ids) pipeline.publish(this.keys.watchChannel, id);
+    const replies = await this.bounded(pipeline.exec().catch((err: unknown) => Promise.reject(asRedisError(err))));
+    const failed = replies?.find(([err]) => err !== null)?.[0];
+    if (failed) throw asRedisError(failed);
+    return ids.length;
+  }
+
+  private forgetOldWatches(): void {
+    const before = Date.now() - WATCH_HELD_MS;
+    for (const [id, at] of this.watched) if (at < before) this.watched.delete(id);
   }
 
   private async watchNow(id: string, catchUp: boolean): Promise<void> {

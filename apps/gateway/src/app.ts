@@ -51,11 +51,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // Workers count the cancelled jobs they ran; a queued one is removed here, so it is counted here.
   const producer = new Producer(config, connection, log, { onQueuedCancel: (model) => metrics.cancelled.inc({ model }) });
   const hub = new EventHub(subscriber, keys, log);
+  // A worker started serving a model: announce the watches again. Starts within 100 ms of each
+  // other (a worker of several models, a rollout) share one announcement.
+  let reannounce: NodeJS.Timeout | undefined;
   hub.onWorkerStart(() => {
-    producer.reannounceWatches().then(
-      (count) => log.debug({ watches: count }, 'a worker started: watches announced again'),
-      (err: unknown) => logRedisError(log, 'could not announce watches again to a worker that started', asRedisError(err) as Error),
-    );
+    reannounce ??= setTimeout(() => {
+      reannounce = undefined;
+      producer.reannounceWatches().then(
+        (count) => log.debug({ watches: count }, 'a worker started: watches announced again'),
+        (err: unknown) => logRedisError(log, 'could not announce watches again to a worker that started', asRedisError(err) as Error),
+      );
+    }, 100).unref();
   });
 
   const queueJobs = new Gauge({

@@ -98,8 +98,9 @@ export async function startWorker(options: StartWorkerOptions): Promise<WorkerHa
     workers.push(new ModelWorker({ config, model: model.config, backend, connection, publisher, control, metrics, logger: log, keys, workerId, sinks, backendFor, backendType: model.definition.type }));
     log.info({ model: name, backend: model.definition.type, concurrency: model.config.concurrency }, 'serving model');
     // Gateways repeat the watches they hold: a client that began following a job of this model
-    // before it was served here gets the job's status and tokens now, not at its next 15 s repeat.
-    connection.publish(keys.workersChannel, workerId).catch((err: unknown) => log.warn({ err }, 'could not announce the model served: streams opened before get its tokens up to 15 s late'));
+    // before it was served here gets the job's status and tokens now, not at its next repeat
+    // (every 2 s for a synchronous request, 15 s for an event stream).
+    connection.publish(keys.workersChannel, workerId).catch((err: unknown) => log.warn({ err }, 'could not announce the model served: streams opened before get its tokens only at their next watch (up to 15 s)'));
   };
   const notServed = (model: string, code: string | undefined, reason: string, outlook: string) =>
     log.error({ model, code }, `model "${model}" is not served: ${reason}${outlook}`);

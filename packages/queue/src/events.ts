@@ -129,24 +129,24 @@ export class EventHub {
   }
 
   /**
+   * Calls `listener` each time a worker starts serving a model (it then listens for watches and
+   * cancels), from now on; the first call subscribes to that channel. Redis not answering is
+   * logged, not thrown: each client's next repeat of its watch still reaches the worker.
+   */
+  onWorkerStart(listener: () => void): void {
+    this.workerListeners.add(listener);
+    if (this.workerListeners.size === 1) {
+      this.subscriber.subscribe(this.keys.workersChannel).catch((err: unknown) => this.logger.warn({ err }, 'could not subscribe to worker starts: streams opened before a worker starts get its tokens only at their next watch (up to 15 s)'));
+    }
+  }
+
+  /**
    * Resolves once Redis confirmed the subscription (for every listener of the job), so nothing
    * published afterwards is missed. Rejects with ERR_REDIS_UNAVAILABLE at once while the
    * connection is down after having been up or having failed to connect (the subscriber connection
    * queues commands until it is back, which would hold the caller for the whole outage), and when
    * Redis does not confirm within `callTimeoutMs` (a connection's first attempt is waited for that long).
    */
-  /**
-   * Calls `listener` each time a worker starts (once it listens for watches and cancels), from now
-   * on; the first call subscribes to that channel. Redis not answering is logged, not thrown: the
-   * 15 s repeat of each watch still reaches the worker.
-   */
-  onWorkerStart(listener: () => void): void {
-    this.workerListeners.add(listener);
-    if (this.workerListeners.size === 1) {
-      this.subscriber.subscribe(this.keys.workersChannel).catch((err: unknown) => this.logger.warn({ err }, 'could not subscribe to worker starts: streams opened before a worker starts get its tokens up to 15 s late'));
-    }
-  }
-
   async subscribe(jobId: string, listener: Listener): Promise<() => void> {
     let set = this.listeners.get(jobId);
     if (!set) {

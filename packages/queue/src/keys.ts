@@ -9,8 +9,8 @@ export function keys(prefix: string) {
     cancelChannel: `${prefix}:_cancel`,
     watchChannel: `${prefix}:_watch`,
     /**
-     * A worker that has just subscribed to the control channels says so here, and gateways repeat
-     * the watches they hold: an announcement made before it started never reached it.
+     * A worker says here each time it starts serving a model (it listens to the control channels
+     * by then), and gateways repeat the watches they hold: those made before never reached it.
      */
     workersChannel: `${prefix}:_workers`,
     events: (id: string) => `${prefix}:_ev:${id}`,

@@ -20,6 +20,7 @@ import {
 } from '@llmq/core';
 import type { ModelConfig, ResolvedConfig } from '@llmq/config';
 import { CATCH_UP, DLQ_QUEUE, fromBullId, keys, toBullId, type Keys } from './keys.js';
+import { RecentMap } from './recent.js';
 import { withTimeout } from './connection.js';
 import { logRedisError } from './redis-errors.js';
 import { parseReport, waitsForWorker, type UnservedReport } from './unserved.js';
@@ -62,10 +63,13 @@ export interface QueueCounts {
 type Tombstone = { model: string; created_at: number; cancelled_at: number; metadata: Record<string, unknown> | null; source: SourceRef | null };
 
 const QUEUED_STATES = new Set(['waiting', 'prioritized', 'delayed', 'waiting-children', 'paused']);
-/** How long a watch counts as held for reannounceWatches: longer than the 15 s its followers repeat it at. */
+/**
+ * How long a watch is kept for reannounceWatches (at least, and at most twice that): longer than
+ * its followers take to repeat it (every 2 s for a synchronous request, 15 s for an event stream).
+ */
 const WATCH_HELD_MS = 20_000;
-/** Past this many watches held, older ones are dropped on the next watch (not only on a re-announce). */
-const WATCHED_MAX = 10_000;
+/** The most recent watches always kept, however many come within WATCH_HELD_MS; at most twice this are held. */
+const WATCHED_MAX = 50_000;
 
 /** Turns a Redis failure into the fast 503 the API promises. */
 export function asRedisError(err: unknown): unknown {
@@ -154,8 +158,8 @@ export class Producer {
   private unservedReadAt = 0;
   private unservedRefresh: Promise<void> | undefined;
   private readonly onQueuedCancel: ((model: string) => void) | undefined;
-  /** Jobs announced as watched, and when last (see reannounceWatches). */
-  private readonly watched = new Map<string, number>();
+  /** Jobs announced as watched lately (see reannounceWatches). */
+  private readonly watched = new RecentMap<true>(WATCH_HELD_MS, WATCHED_MAX);
 
   constructor(
     readonly config: ResolvedConfig,
@@ -515,19 +519,16 @@ export class Producer {
    * mid-answer).
    */
   watch(id: string, catchUp = false): Promise<void> {
-    this.watched.set(id, Date.now());
-    if (this.watched.size > WATCHED_MAX) this.forgetOldWatches();
+    this.watched.set(id, true);
     return this.bounded(this.watchNow(id, catchUp));
   }
 
   /**
-   * Announces again every watch made in the last {@link WATCH_HELD_MS} (a followed job's watch is
-   * repeated every 15 s while its client waits): for a worker that has just started, which heard
-   * none of them. Returns how many.
+   * Announces again the watches made lately (those of the last 20 s at least): for a worker that
+   * has just started serving a model, which heard none of them. Returns how many.
    */
   async reannounceWatches(): Promise<number> {
-    this.forgetOldWatches();
-    const ids = [...this.watched.keys()];
+    const ids = this.watched.keys();
     if (ids.length === 0) return 0;
     const pipeline = this.connection.pipeline();
     for (const id of ids) pipeline.publish(this.keys.watchChannel, id);
@@ -535,11 +536,6 @@ export class Producer {
     const failed = replies?.find(([err]) => err !== null)?.[0];
     if (failed) throw asRedisError(failed);
     return ids.length;
-  }
-
-  private forgetOldWatches(): void {
-    const before = Date.now() - WATCH_HELD_MS;
-    for (const [id, at] of this.watched) if (at < before) this.watched.delete(id);
   }
 
   private async watchNow(id: string, catchUp: boolean): Promise<void> {

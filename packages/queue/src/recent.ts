@@ -30,6 +30,11 @@ export class RecentMap<V> {
     return value === undefined ? this.previous.get(key) : value;
   }
 
+  /** The keys held, older generation first. */
+  keys(): string[] {
+    return [...this.previous.keys(), ...this.current.keys()];
+  }
+
   /** Removes the key; true when it was there. */
   delete(key: string): boolean {
     const a = this.current.delete(key);

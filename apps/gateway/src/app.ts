@@ -3,7 +3,7 @@ import { Gauge, register as defaultRegistry, type Registry } from 'prom-client';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { LlmqError, errorCode, parseJobRequest, toErrorBody, type JobRequest, type Logger } from '@llmq/core';
+import { LlmqError, errorCode, parseJobRequest, toErrorBody, type JobRequest, type JobView, type Logger } from '@llmq/core';
 import { EventHub, Producer, createRedis, getMetrics, keys as makeKeys, waitReady, asRedisError, logRedisError, watchRedisConnection } from '@llmq/queue';
 import { validateForModel, type Platform } from '@llmq/platform';
 import { apiKeyAuth } from './auth.js';
@@ -146,10 +146,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     }),
   );
 
+  /** What a job's view warns of now: why a queued job waits, or the view's own warning (a lost lock). */
+  const warningOf = (view: JobView): string | undefined => (view.status === 'queued' ? producer.waitWarning(view.model) : view.warning);
   /** The status of the job an Idempotency-Key replay names. */
   const replayedStatus = async (id: string): Promise<{ status: string; warning?: string | undefined }> => {
     const view = await producer.getJob(id, { lockWarning: true });
-    if (view) return { status: view.status, warning: view.status === 'queued' ? producer.waitWarning(view.model) : view.warning };
+    if (view) return { status: view.status, warning: warningOf(view) };
     return { status: 'queued', warning: `the job of this Idempotency-Key is no longer stored (removed by retention), so GET /v1/jobs/${id} answers 404; send the request with another key to run it again` };
   };
 
@@ -225,7 +227,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       const id = param(req, 'id');
       const view = await producer.getJob(id, { lockWarning: true });
       if (!view) throw new LlmqError('ERR_JOB_NOT_FOUND', `job "${id}" not found`, { param: 'id' });
-      const warning = view.status === 'queued' ? producer.waitWarning(view.model) : undefined;
+      const warning = warningOf(view);
       res.json(warning ? { ...view, warning } : view);
     }),
   );

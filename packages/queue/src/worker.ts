@@ -522,7 +522,7 @@ export class ModelWorker {
     const retryable = isRetryable(reason);
     const maxAttempts = job.opts.attempts ?? 1;
     const final = !retryable || run.attempt >= maxAttempts;
-    if (errorCode(message) === 'ERR_JOB_CANCELLED') {
+    if (code === 'ERR_JOB_CANCELLED') {
       // Asked for (DELETE, a client gone): routine, not a failure to alert on.
       log.info({ code: 'ERR_JOB_CANCELLED' }, 'job cancelled');
     } else log.warn({ code: errorCode(message), final, attempts: maxAttempts }, final ? 'job failed' : 'job attempt failed, will retry');
